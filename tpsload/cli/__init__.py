@@ -1,0 +1,50 @@
+"""The command line: this file only assembles the commands and turns user errors into one line."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..config import TpsloadError
+from .mock import mock_command
+from .run import run_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="tpsload")
+def cli() -> None:
+    """Load tester for OpenAI-compatible LLM servers."""
+
+
+cli.add_command(run_command)
+cli.add_command(mock_command)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    try:
+        cli.main(standalone_mode=False)
+    except TpsloadError as e:
+        if debug:
+            raise
+        click.echo(f"tpsload: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("tpsload: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("tpsload: interrupted before the run started; nothing was measured", err=True)
+        sys.exit(130)
+    except Exception as e:
+        if debug:
+            raise
+        click.echo(f"tpsload: internal error: {e.__class__.__name__}: {e} (rerun with --debug)", err=True)
+        sys.exit(1)
+    sys.exit(0)

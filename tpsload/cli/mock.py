@@ -1,0 +1,32 @@
+"""`tpsload mock`: the bundled OpenAI-compatible server with deterministic timing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..mock.server import MockConfig, main
+
+
+@click.command("mock")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--ttft-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
+              help="Time from request arrival to the first token.")
+@click.option("--itl-ms", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Time between tokens.")
+@click.option("--tokens", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Tokens per reply when the request sets no max_tokens.")
+@click.option("--model", default="tpsload-mock", show_default=True)
+@click.option("--api-key", default=None, help="Require this Bearer token.")
+@click.option("--close-after-stream", is_flag=True, help="Close the connection after each stream, like llama-server.")
+@click.option("--llama-props", type=click.IntRange(min=0), default=0,
+              help="Answer /props like llama-server with this many slots.")
+@click.option("--n-ctx", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Per-slot context reported by /props.")
+def mock_command(**o: Any) -> None:
+    """Serve /v1/chat/completions, /v1/completions, /v1/models and /health with exact timing."""
+    main(MockConfig(host=o["host"], port=o["port"], ttft_ms=o["ttft_ms"], itl_ms=o["itl_ms"], tokens=o["tokens"],
+                    model=o["model"], api_key=o["api_key"], close_after_stream=o["close_after_stream"],
+                    llama_props=o["llama_props"], n_ctx=o["n_ctx"]))

@@ -1,0 +1,211 @@
+"""`tpsload run`: flags -> RunConfig -> pre-flight -> runner -> records -> statistics -> reports."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+from typing import Any
+
+import click
+
+from ..client import Client, make_session
+from ..config import RunConfig, TpsloadError, check_base_url, parse_extra_body, parse_header
+from ..export import json as export_json
+from ..export import jsonl as export_jsonl
+from ..mock import MockProcess
+from ..output.console import LiveProgress, render
+from ..preflight import preflight
+from ..result import build_result
+from ..runner import Runner, RunState
+from ..tokens import Tokenizer, resolve_pending
+from ..workload import Workload, read_prompt_file
+
+DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+DEFAULT_MAX_TOKENS = 256
+
+
+def parse_duration(value: str | None) -> float | None:
+    """'90', '90s', '5m', '1h' -> seconds."""
+    if value is None:
+        return None
+    v = value.strip().lower()
+    mult = {"s": 1, "m": 60, "h": 3600}.get(v[-1:], None)
+    num = v[:-1] if mult else v
+    try:
+        secs = float(num) * (mult or 1)
+    except ValueError:
+        raise TpsloadError(f"--duration {value!r}: expected seconds, or a number with s/m/h (e.g. 30s, 5m)") from None
+    if not secs > 0:
+        raise TpsloadError(f"--duration {value!r}: must be positive")
+    return secs
+
+
+def build_config(o: dict[str, Any], sources: dict[str, Any]) -> RunConfig:
+    explicit = (lambda name: sources.get(name) == click.core.ParameterSource.COMMANDLINE)
+    if o["mock"]:
+        if explicit("base_url") or o["host"] or o["port"]:
+            raise TpsloadError("--mock starts its own server: drop --base-url/--host/--port")
+        base_url = "http://127.0.0.1:0/v1"  # replaced by the mock's real address
+    elif o["host"] or o["port"]:
+        if explicit("base_url"):
+            raise TpsloadError("give either --base-url or --host/--port, not both")
+        base_url = f"http://{o['host'] or '127.0.0.1'}:{o['port'] or 8080}/v1"
+    elif o["base_url"]:
+        base_url = o["base_url"]
+    else:
+        raise TpsloadError("no server given: pass --base-url URL (or --host/--port, or set OPENAI_BASE_URL), "
+                           "or --mock to benchmark the bundled mock server")
+    base_url = check_base_url(base_url)
+    if o["prompt"] is not None and o["prompt_file"]:
+        raise TpsloadError("give either --prompt or --prompt-file, not both")
+    if o["prompt_file"]:
+        prompts, source = read_prompt_file(o["prompt_file"]), f"file:{o['prompt_file']}"
+    else:
+        prompts, source = (o["prompt"] if o["prompt"] is not None else DEFAULT_PROMPT,), "prompt"
+    load_flags = any(o[k] is not None for k in ("concurrency", "requests", "duration"))
+    concurrency = o["concurrency"] or 1
+    duration = parse_duration(o["duration"])
+    requests = o["requests"]
+    if requests is None and duration is None:
+        requests = 4 * concurrency if load_flags else 1
+    return RunConfig(
+        base_url=base_url, model=o["model"], api_key=o["api_key"] or None, endpoint=o["endpoint"],
+        stream=o["stream"], headers=tuple(parse_header(h) for h in o["header"]),
+        extra_body=parse_extra_body(o["extra_body"]), timeout_s=o["timeout"], insecure=o["insecure"],
+        prompts=prompts, prompt_source=source, max_tokens=o["max_tokens"], ignore_eos=o["ignore_eos"],
+        temperature=o["temperature"], concurrency=concurrency, requests=requests, duration_s=duration,
+        warmup=o["warmup"], grace_s=o["grace"], tokenizer=o["tokenizer"], single=not load_flags,
+        mock=o["mock"],
+    )
+
+
+async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], RunState]:
+    """Pre-flight, run the load, and turn the records into the result. Always returns what it has."""
+    started_at = dt.datetime.now(dt.timezone.utc)
+    state = RunState()
+    runner = Runner(cfg, None, None, state)  # type: ignore[arg-type]
+    runner.install_signals()
+    server: dict[str, Any] = {"base_url": cfg.base_url}
+    warnings: list[str] = []
+    workload_desc: dict[str, Any] = {}
+    model = cfg.model or ""
+    progress = None
+    try:
+        async with make_session(cfg.concurrency + 4, cfg.timeout_s, cfg.insecure) as session:
+            info = await preflight(cfg, session)
+            model = info.model
+            server.update(info.server)
+            warnings += info.warnings
+            for w in info.warnings:
+                click.echo(f"warning: {w}", err=True)
+            workload = Workload(cfg, model)
+            workload_desc = workload.describe()
+            runner.client = Client(session, cfg.url, cfg.request_headers(), cfg.stream, cfg.secrets(),
+                                   close_after_stream=info.llama_cpp)
+            runner.workload = workload
+            if show_progress:
+                total = (cfg.requests + cfg.warmup) if cfg.requests is not None else None
+                progress = LiveProgress(sys.stderr, total, None if total else cfg.duration_s)
+                runner.progress = progress
+            await runner.run()
+    except TpsloadError:
+        raise
+    except Exception as e:  # a bug of ours must not lose what was measured
+        runner.stop(f"internal error: {e.__class__.__name__}: {e}")
+        state.cpu_s, state.wall_s = state.cpu.read()
+        state.internal_error = e
+    finally:
+        runner.remove_signals()
+        if progress:
+            progress.close()
+    resolve_pending(state.records, Tokenizer(cfg.tokenizer, notice=lambda m: click.echo(m, err=True)))
+    result = build_result(cfg, state, workload_desc, server, started_at, warnings)
+    result["model"] = model
+    return result, state
+
+
+def run_async(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def execute(cfg: RunConfig, json_path: str | None, records_path: str | None, quiet: bool,
+            mock_options: dict[str, Any]) -> int:
+    mock = None
+    if cfg.mock:
+        mock = MockProcess(**mock_options).start()
+        cfg = RunConfig(**{**cfg.__dict__, "base_url": mock.base_url})
+    try:
+        result, state = run_async(measure(cfg, show_progress=not quiet))
+    finally:
+        if mock:
+            mock.stop()
+    if json_path:
+        export_json.write(result, json_path)
+    if records_path:
+        export_jsonl.write(state.records, state.t0, records_path)
+    if not quiet:
+        render(result, sys.stderr if json_path == "-" else sys.stdout)
+    err = state.internal_error
+    if err is not None:
+        click.echo(f"tpsload: internal error ({err.__class__.__name__}: {err}); partial result written. "
+                   "Rerun with --debug for a traceback.", err=True)
+        raise err
+    if state.signal is not None:
+        return 128 + state.signal
+    s = result["summary"]
+    return 1 if s["requests_ok"] == 0 and s["requests_failed"] > 0 else 0
+
+
+@click.command("run")
+@click.option("--base-url", envvar="OPENAI_BASE_URL", help="Server's OpenAI base URL, e.g. http://127.0.0.1:8080/v1 "
+              "[env OPENAI_BASE_URL]")
+@click.option("--host", default=None, help="Server host (the original script's flag; http, /v1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Server port (with --host).")
+@click.option("--api-key", envvar="OPENAI_API_KEY", show_envvar=False,
+              help="Sent as a Bearer token; never printed or saved [env OPENAI_API_KEY].")
+@click.option("--model", default=None, help="Model id [default: the first id of GET /v1/models].")
+@click.option("--endpoint", type=click.Choice(["chat", "completions"]), default="chat", show_default=True)
+@click.option("--stream/--no-stream", default=True, show_default=True, help="Stream tokens (SSE).")
+@click.option("--header", multiple=True, metavar="'K: V'", help="Extra HTTP header (repeatable).")
+@click.option("--extra-body", metavar="JSON", help="JSON object merged into every request body.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+              help="Per-request timeout, seconds.")
+@click.option("--insecure", is_flag=True, help="Skip TLS certificate verification.")
+@click.option("--prompt", default=None, help="Prompt text.")
+@click.option("--prompt-file", type=click.Path(dir_okay=False), help="One prompt per line, used in turn.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True)
+@click.option("--ignore-eos", is_flag=True, help="Ask the server to generate exactly --max-tokens.")
+@click.option("--temperature", type=float, default=None)
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
+              help="Requests in flight (closed loop) [default 1].")
+@click.option("-n", "--requests", type=click.IntRange(min=1), default=None,
+              help="Measured requests [default 4 x concurrency; 1 with no load flags].")
+@click.option("--duration", default=None, help="Stop starting requests after this long (30s, 5m).")
+@click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Requests sent first and left out of the statistics.")
+@click.option("--json", "json_path", metavar="PATH", help="Write the full result as JSON ('-' = stdout).")
+@click.option("--records", "records_path", metavar="PATH", help="Write one JSON line per request.")
+@click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False),
+              help="A local .tiktoken file, used only when the server reports no token counts.")
+@click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="After Ctrl-C, seconds in-flight requests get to finish.")
+@click.option("--mock", is_flag=True, help="Benchmark the bundled mock server (started in its own process).")
+@click.option("--mock-ttft-ms", type=click.FloatRange(min=0), default=50.0, show_default=True)
+@click.option("--mock-itl-ms", type=click.FloatRange(min=0), default=10.0, show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no table.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def run_command(ctx: click.Context, **o: Any) -> None:
+    """Measure a server under load: TTFT, ITL, TPOT, latency and tokens/s."""
+    sources = {p.name: ctx.get_parameter_source(p.name) for p in ctx.command.params if p.name}
+    ctx.obj = {"debug": o["debug"]}
+    cfg = build_config(o, sources)
+    code = execute(cfg, o["json_path"], o["records_path"], o["quiet"],
+                   {"ttft_ms": o["mock_ttft_ms"], "itl_ms": o["mock_itl_ms"]})
+    ctx.exit(code)
+

@@ -1,0 +1,166 @@
+"""One request over aiohttp. Owns the socket and the clock.
+
+The hot loop is: await bytes, stamp them, hand them to the decoder. The stamp is
+taken before any parsing (METRICS.md "Timestamps").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from array import array
+from time import perf_counter_ns
+from typing import Any
+
+import aiohttp
+
+from .protocol import Decoded, StreamDecoder, decode_body, error_from_body
+from .records import RequestRecord
+from .tokens import apply_counts
+
+_MAX_ERROR_BODY = 64 * 1024
+
+
+def redact(text: str | None, secrets: tuple[str, ...]) -> str | None:
+    """Remove secrets from text a server may have echoed back (error bodies, messages)."""
+    if not text:
+        return text
+    for s in secrets:
+        if s and s in text:
+            text = text.replace(s, "***")
+    return text
+
+
+def make_session(limit: int, timeout_s: float | None, insecure: bool) -> aiohttp.ClientSession:
+    """One shared session; its pool holds at least one connection per concurrent request."""
+    ssl_ctx: Any = False if insecure else ssl.create_default_context()
+    connector = aiohttp.TCPConnector(limit=max(limit, 1), limit_per_host=0, ssl=ssl_ctx,
+                                     enable_cleanup_closed=False, ttl_dns_cache=None)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        read_bufsize=1 << 18,  # one read buffer large enough for big chunks
+        auto_decompress=True,
+        trust_env=False,
+    )
+
+
+def _status_class(status: int) -> str:
+    if status == 429:
+        return "http_429"
+    return "http_5xx" if status >= 500 else "http_4xx"
+
+
+class Client:
+    """Sends requests to one endpoint and fills their records."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, headers: dict[str, str], stream: bool,
+                 secrets: tuple[str, ...] = (), close_after_stream: bool = False) -> None:
+        self.session = session
+        self.url = url
+        self.headers = headers
+        self.stream = stream
+        self.secrets = secrets
+        # llama-server closes the socket after each stream while claiming keep-alive:
+        # reusing it fails the next request. Drop such connections ourselves.
+        self.close_after_stream = close_after_stream
+
+    async def send(self, rec: RequestRecord, body: bytes) -> None:
+        """Send one request and fill `rec`. Never raises except CancelledError."""
+        rec.stream = self.stream
+        now = perf_counter_ns
+        resp: aiohttp.ClientResponse | None = None
+        while True:
+            rec.t_send = now()
+            if rec.t_sched is None:
+                rec.t_sched = rec.t_send
+            try:
+                resp = await self.session.post(self.url, data=body, headers=self.headers)
+                break
+            except aiohttp.ClientConnectorError as e:
+                return self._fail(rec, "connect", f"cannot connect: {e.os_error or e}")
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+                # A pooled connection the server had already closed: nothing was
+                # measured yet, so retry once on a fresh connection, transparently.
+                if rec.retries == 0:
+                    rec.retries = 1
+                    self.close_after_stream = True
+                    continue
+                return self._fail(rec, "disconnect", f"connection lost before response: {e}")
+            except asyncio.TimeoutError:
+                return self._fail(rec, "timeout_first_byte", "no response headers before --timeout")
+            except aiohttp.ClientError as e:
+                return self._fail(rec, "connect", str(e) or e.__class__.__name__)
+        rec.status = resp.status
+        close = False
+        try:
+            if resp.status >= 400:
+                rec.t_end = now()
+                err = await resp.content.read(_MAX_ERROR_BODY)
+                return self._fail(rec, _status_class(resp.status), f"HTTP {resp.status}: {error_from_body(err)}")
+            if self.stream:
+                close = self.close_after_stream
+                await self._read_stream(resp, rec)
+            else:
+                raw = await resp.read()
+                rec.t_end = rec.t_last = now()
+                self._finish(rec, decode_body(raw))
+        except asyncio.TimeoutError:
+            cls = "timeout_stream" if rec.t_first is not None else "timeout_first_byte"
+            self._fail(rec, cls, "response not complete before --timeout")
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError) as e:
+            close = True
+            self._fail(rec, "disconnect", f"connection lost mid-response: {e}")
+        finally:
+            if close:
+                resp.close()
+            else:
+                resp.release()
+
+    async def _read_stream(self, resp: aiohttp.ClientResponse, rec: RequestRecord) -> None:
+        now = perf_counter_ns
+        read = resp.content.readany
+        dec = StreamDecoder()
+        feed = dec.feed
+        try:
+            while True:
+                data = await read()
+                ts = now()
+                if not data:
+                    break
+                if not feed(ts, data):
+                    break
+            rec.t_end = ts
+        finally:
+            # On cancel or error too: keep what was measured before it.
+            self._finish(rec, dec.close(perf_counter_ns()))
+
+    def _finish(self, rec: RequestRecord, out: Decoded) -> None:
+        if out.chunk_times:
+            rec.chunk_times = array("q", out.chunk_times)
+            rec.t_first = out.chunk_times[0]
+            rec.t_last = out.chunk_times[-1]
+            if out.chunk_usage:
+                prev = 0
+                k = array("q")
+                for c in out.chunk_usage:
+                    k.append(c - prev)
+                    prev = c
+                rec.chunk_tokens = k
+        rec.content_chars = out.content_chars
+        rec.reasoning_chars = out.reasoning_chars
+        rec.finish_reason = out.finish_reason
+        apply_counts(rec, out)
+        if rec.error_class:
+            return
+        if out.error:
+            self._fail(rec, "stream_error", out.error)
+        elif out.protocol_error:
+            self._fail(rec, "protocol", out.protocol_error)
+        elif rec.stream and out.events == 0 and rec.t_end is not None:
+            self._fail(rec, "protocol", "streamed response carried no SSE events (does the server stream? try --no-stream)")
+
+    def _fail(self, rec: RequestRecord, cls: str, msg: str) -> None:
+        if rec.error_class is None:
+            rec.error_class = cls
+            rec.error = redact(msg, self.secrets)[:500] if msg else msg

@@ -1,0 +1,177 @@
+"""The bundled OpenAI-compatible mock server, with deterministic timing.
+
+Token i of a request is written at `arrival + ttft + i * itl` on an absolute
+schedule, so timing does not drift with sleep overshoot. Like vLLM, a chat stream
+sends its role-only chunk as soon as the request arrives, long before the first
+token: a client that takes it for the first token fails the tests.
+
+With `--close-after-stream` it behaves like llama-server: it claims keep-alive but
+closes the connection after every streamed response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    ttft_ms: float = 50.0
+    itl_ms: float = 10.0
+    tokens: int = 64
+    model: str = "tpsload-mock"
+    api_key: str | None = None
+    close_after_stream: bool = False
+    llama_props: int = 0  # > 0: answer /props like llama-server with this many slots
+    n_ctx: int = 4096
+
+
+def _chunk(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    if "messages" in body:
+        text = " ".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict))
+    else:
+        text = str(body.get("prompt", ""))
+    return max(1, len(text.split()))
+
+
+class MockServer:
+    def __init__(self, cfg: MockConfig) -> None:
+        self.cfg = cfg
+        self.requests = 0
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        if self.cfg.llama_props:
+            app.router.add_get("/props", self.props)
+        return app
+
+    def _auth(self, request: web.Request) -> web.Response | None:
+        if self.cfg.api_key and request.headers.get("Authorization") != f"Bearer {self.cfg.api_key}":
+            return web.json_response({"error": {"message": "Invalid API key", "type": "authentication_error",
+                                                "code": 401}}, status=401)
+        return None
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def models(self, request: web.Request) -> web.Response:
+        return self._auth(request) or web.json_response(
+            {"object": "list", "data": [{"id": self.cfg.model, "object": "model", "owned_by": "tpsload"}]})
+
+    async def props(self, request: web.Request) -> web.Response:
+        return web.json_response({"total_slots": self.cfg.llama_props, "model_path": "/mock/model.gguf",
+                                  "build_info": "tpsload-mock",
+                                  "default_generation_settings": {"n_ctx": self.cfg.n_ctx}})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=True)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=False)
+
+    async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        arrival = loop.time()
+        denied = self._auth(request)
+        if denied:
+            return denied
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": {"message": "body is not JSON", "code": 400}}, status=400)
+        self.requests += 1
+        cfg = self.cfg
+        n = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("n_predict") or cfg.tokens
+        n = int(n)
+        ttft, itl = cfg.ttft_ms / 1e3, cfg.itl_ms / 1e3
+        rid = f"mock-{self.requests}"
+        created = int(time.time())
+        usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": n,
+                 "total_tokens": _prompt_tokens(body) + n}
+        kind = "chat.completion" if chat else "text_completion"
+        if not body.get("stream"):
+            await asyncio.sleep(max(0.0, arrival + ttft + (n - 1) * itl - loop.time()))
+            text = "".join(f" w{i}" for i in range(n))
+            choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
+                      if chat else {"index": 0, "text": text, "finish_reason": "length"})
+            return web.json_response({"id": rid, "object": kind, "created": created, "model": cfg.model,
+                                      "choices": [choice], "usage": usage})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        obj = kind + ".chunk" if chat else kind
+        base = {"id": rid, "object": obj, "created": created, "model": cfg.model}
+        if chat:
+            await resp.write(_chunk({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                          "finish_reason": None}]}))
+        for i in range(n):
+            delay = arrival + ttft + i * itl - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            choice = ({"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None} if chat
+                      else {"index": 0, "text": f" w{i}", "finish_reason": None})
+            await resp.write(_chunk({**base, "choices": [choice]}))
+        last = {"index": 0, "delta": {}, "finish_reason": "length"} if chat else \
+            {"index": 0, "text": "", "finish_reason": "length"}
+        await resp.write(_chunk({**base, "choices": [last]}))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await resp.write(_chunk({**base, "choices": [], "usage": usage}))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        if cfg.close_after_stream and request.transport is not None:
+            request.transport.close()
+        return resp
+
+
+async def serve(cfg: MockConfig, ready_line: bool = True) -> None:
+    server = MockServer(cfg)
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port, backlog=1024)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    if ready_line:
+        # The parent (`tpsload run --mock`, tests) reads this line to learn the port.
+        print(f"tpsload-mock listening on http://{cfg.host}:{port}/v1", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(cfg: MockConfig) -> None:
+    import signal
+
+    async def _main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+        try:
+            await serve(cfg)
+        except asyncio.CancelledError:
+            pass
+
+    try:
+        import uvloop
+
+        uvloop.run(_main())
+    except ImportError:
+        asyncio.run(_main())
+    sys.stdout.flush()

@@ -1,0 +1,109 @@
+"""Before the load: is the server there, which model, what does it say about itself.
+
+Failures here are the user's to fix (wrong URL, key, model) and become one line
+and exit 2. Capacity mismatches (more requests than llama-server slots) are
+warnings: the run still measures what the user asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from .client import redact
+from .config import RunConfig, TpsloadError, server_root
+
+
+@dataclass
+class ServerInfo:
+    model: str
+    server: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    llama_cpp: bool = False
+
+
+async def _get(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
+               timeout: float) -> tuple[int, Any, str | None]:
+    async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+        raw = await r.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = raw[:200].decode("utf-8", "replace")
+        return r.status, body, r.headers.get("Server")
+
+
+async def preflight(cfg: RunConfig, session: aiohttp.ClientSession, timeout: float = 10.0) -> ServerInfo:
+    headers = cfg.request_headers()
+    secrets = cfg.secrets()
+    models_url = cfg.base_url + "/models"
+    try:
+        status, body, server_hdr = await _get(session, models_url, headers, timeout)
+    except aiohttp.ClientConnectorError as e:
+        raise TpsloadError(f"cannot reach {cfg.base_url} ({e.os_error.strerror if e.os_error else e}): "
+                           "is the server running? (--base-url / --host --port)") from None
+    except asyncio.TimeoutError:
+        raise TpsloadError(f"{models_url} did not answer within {timeout:g} s (--base-url)") from None
+    except aiohttp.ClientSSLError as e:
+        raise TpsloadError(f"TLS failure talking to {cfg.base_url}: {e} (--insecure skips verification)") from None
+    except aiohttp.ClientError as e:
+        raise TpsloadError(redact(f"cannot talk to {cfg.base_url}: {e}", secrets)) from None
+    if status in (401, 403):
+        raise TpsloadError(f"the server refused the API key (HTTP {status} on /models): check --api-key "
+                           "or OPENAI_API_KEY")
+    if status == 503:
+        raise TpsloadError(f"the server is not ready (HTTP 503 on /models): is the model still loading?")
+    ids: list[str] = []
+    if status == 200 and isinstance(body, dict) and isinstance(body.get("data"), list):
+        ids = [m.get("id") for m in body["data"] if isinstance(m, dict) and m.get("id")]
+    info = ServerInfo(model=cfg.model or "")
+    info.server["models"] = ids
+    if server_hdr:
+        info.server["server_header"] = server_hdr
+    await _llama_props(cfg, session, headers, timeout, info)
+    if not cfg.model:
+        if not ids:
+            raise TpsloadError(f"cannot pick a model: {models_url} answered HTTP {status} with no model list; "
+                               "pass --model")
+        info.model = ids[0]
+    elif ids and cfg.model not in ids:
+        if info.llama_cpp:
+            info.warnings.append(f"model {cfg.model!r} is not in /v1/models ({', '.join(ids)}); "
+                                 "llama-server serves its one model whatever the name")
+        else:
+            raise TpsloadError(f"model {cfg.model!r} is not served here; available: {', '.join(ids)} (--model)")
+    return info
+
+
+async def _llama_props(cfg: RunConfig, session: aiohttp.ClientSession, headers: dict[str, str],
+                       timeout: float, info: ServerInfo) -> None:
+    """llama-server's /props: slots and per-slot context, for the capacity warnings."""
+    try:
+        status, props, _ = await _get(session, server_root(cfg.base_url) + "/props", headers, timeout)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return
+    if status != 200 or not isinstance(props, dict) or "total_slots" not in props:
+        return
+    info.llama_cpp = True
+    gen = props.get("default_generation_settings") or {}
+    n_ctx = gen.get("n_ctx") if isinstance(gen, dict) else None
+    slots = props.get("total_slots")
+    info.server["llama_cpp"] = {
+        "total_slots": slots,
+        "n_ctx_per_slot": n_ctx,
+        "model_path": props.get("model_path"),
+        "build_info": props.get("build_info"),
+    }
+    if isinstance(slots, int) and cfg.concurrency > slots:
+        info.warnings.append(f"--concurrency {cfg.concurrency} exceeds llama-server's {slots} slots: "
+                             f"{cfg.concurrency - slots} requests will queue and TTFT will include the wait "
+                             "(start the server with -np N to add slots)")
+    if isinstance(n_ctx, int) and cfg.max_tokens:
+        longest = max(len(p) for p in cfg.prompts) // 3 + cfg.max_tokens  # ~3+ chars a token: an upper bound
+        if longest > n_ctx:
+            info.warnings.append(f"prompt + --max-tokens {cfg.max_tokens} may exceed a slot's context of {n_ctx} "
+                                 "tokens (llama-server splits -c over -np slots); requests may fail with 400")

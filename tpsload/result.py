@@ -1,0 +1,56 @@
+"""Assemble the result JSON (METRICS.md "The result JSON") from a finished or stopped run."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+from typing import Any
+
+from . import __version__
+from .config import RunConfig
+from .health import verdict
+from .runner import RunState
+from .stats import errors, legacy_fields, summarize
+
+
+def client_host() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"hostname": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
+            "python": platform.python_version()}
+
+
+def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server: dict[str, Any],
+                 started_at: _dt.datetime, warnings: list[str]) -> dict[str, Any]:
+    records = state.records
+    send_lags = [(r.t_send - r.t_sched) / 1e6 for r in records
+                 if not r.warmup and r.t_send is not None and r.t_sched is not None]
+    health = verdict(state.lags.lags_ms, send_lags, state.cpu_s, state.wall_s)
+    measured = [r for r in records if not r.warmup]
+    result: dict[str, Any] = {
+        "tpsload_version": __version__,
+        "partial": state.partial,
+        "stop_reason": state.stop_reason,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "config": cfg.public(),
+        "workload": workload,
+        "server": server,
+        "client": client_host(),
+        "summary": summarize(records, cfg.concurrency),
+        "client_health": health,
+        "errors": errors(records),
+        "warnings": warnings,
+        "requests_started": len(measured),
+        "warmup_requests": len(records) - len(measured),
+    }
+    if cfg.single and len(measured) == 1:
+        result.update(legacy_fields(measured[0]))
+    return result

@@ -1,0 +1,161 @@
+"""Plan -> concurrent requests -> records. Closed loop, warm-up, stop conditions, signals.
+
+Records are appended as requests start, so whatever ends the run (the plan, the
+duration, Ctrl-C, an exception) leaves every started request accounted for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass, field
+from time import perf_counter_ns
+from typing import Callable
+
+from .client import Client
+from .config import RunConfig
+from .health import CpuMeter, LoopLagSampler
+from .records import RequestRecord
+from .workload import Workload
+
+PROGRESS_INTERVAL_S = 0.25
+
+
+@dataclass
+class RunState:
+    """What the run has done so far; shared with the progress display and the final report."""
+
+    records: list[RequestRecord] = field(default_factory=list)
+    t0: int = field(default_factory=perf_counter_ns)
+    measure_t0: int | None = None
+    done: int = 0
+    failed: int = 0
+    stopping: bool = False
+    stop_reason: str | None = None
+    signal: int | None = None
+    lags: LoopLagSampler = field(default_factory=LoopLagSampler)
+    cpu: CpuMeter = field(default_factory=CpuMeter)
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    internal_error: BaseException | None = None
+
+    @property
+    def partial(self) -> bool:
+        return self.stop_reason is not None
+
+
+class Runner:
+    def __init__(self, cfg: RunConfig, client: Client, workload: Workload, state: RunState,
+                 progress: Callable[[RunState], None] | None = None) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.workload = workload
+        self.state = state
+        self.progress = progress
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._next = 0
+        self._grace_handle: asyncio.TimerHandle | None = None
+
+    # -- signals ---------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+                pass
+
+    def remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+
+    def _on_signal(self, sig: int) -> None:
+        st = self.state
+        if st.stopping and st.signal is not None:
+            self._cancel_all()  # a second Ctrl-C: stop now, still write what we have
+            return
+        st.signal = sig
+        self.stop(f"interrupted ({signal.Signals(sig).name})")
+        self._grace_handle = asyncio.get_running_loop().call_later(self.cfg.grace_s, self._cancel_all)
+
+    def stop(self, reason: str) -> None:
+        """Start no new request; in-flight ones may finish."""
+        if not self.state.stopping:
+            self.state.stopping = True
+            self.state.stop_reason = reason
+
+    def _cancel_all(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+
+    # -- the load ------------------------------------------------------------------------------
+    async def run(self) -> RunState:
+        st = self.state
+        st.lags.start()
+        ticker = asyncio.get_running_loop().create_task(self._tick()) if self.progress else None
+        try:
+            cfg = self.cfg
+            if cfg.warmup and not st.stopping:
+                await self._phase(cfg.warmup, None, warmup=True)
+            if not st.stopping:
+                st.measure_t0 = perf_counter_ns()
+                deadline = st.measure_t0 + int(cfg.duration_s * 1e9) if cfg.duration_s else None
+                limit = cfg.requests if cfg.requests is not None else None
+                await self._phase(limit, deadline, warmup=False)
+        finally:
+            if self._grace_handle:
+                self._grace_handle.cancel()
+            st.lags.stop()
+            if ticker:
+                ticker.cancel()
+            st.cpu_s, st.wall_s = st.cpu.read()
+            if self.progress:
+                self.progress(st)
+        return st
+
+    async def _phase(self, limit: int | None, deadline: int | None, warmup: bool) -> None:
+        end = self._next + limit if limit is not None else None
+        n_workers = self.cfg.concurrency if end is None else min(self.cfg.concurrency, limit)
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self._worker(end, deadline, warmup)) for _ in range(n_workers)]
+        self._tasks.update(tasks)
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self._tasks.difference_update(tasks)
+
+    async def _worker(self, end: int | None, deadline: int | None, warmup: bool) -> None:
+        st = self.state
+        send = self.client.send
+        body = self.workload.body
+        now = perf_counter_ns
+        while not st.stopping:
+            i = self._next
+            if end is not None and i >= end:
+                return
+            if deadline is not None and now() >= deadline:
+                return
+            self._next = i + 1
+            rec = RequestRecord(index=i, warmup=warmup)
+            st.records.append(rec)
+            try:
+                await send(rec, body(i))
+            except asyncio.CancelledError:
+                if rec.error_class is None:
+                    rec.error_class = "cancelled"
+                    rec.error = st.stop_reason or "cancelled"
+                rec.t_done = now()
+                raise
+            rec.t_done = now()
+            st.done += 1
+            if rec.failed:
+                st.failed += 1
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+            self.progress(self.state)  # type: ignore[misc]

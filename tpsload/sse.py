@@ -1,0 +1,97 @@
+"""Server-sent events: bytes in, events out. No I/O, no clock.
+
+The caller owns the socket and stamps each read before feeding it here, so the
+parser can stay a plain state machine that is correct for any split of the byte
+stream (see tests/test_sse.py, which feeds every split).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# SSE ends a line with CRLF, CR or LF. Split on bytes, never str.splitlines():
+# that also splits on Unicode separators the SSE grammar does not know.
+_EOL = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One dispatched event: its data lines joined by LF, still undecoded bytes.
+
+    `event` is the `event:` field, or b"error" for the non-standard `error: {...}`
+    line that old llama-server builds send instead of a data line.
+    """
+
+    data: bytes
+    event: bytes | None = None
+
+
+class SSEParser:
+    """Incremental SSE parser. `feed()` returns the events completed by a chunk."""
+
+    __slots__ = ("_buf", "_data", "_event", "_skip_lf", "comments")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._data: list[bytes] = []
+        self._event: bytes | None = None
+        self._skip_lf = False  # a chunk ended on CR: a LF that starts the next one belongs to it
+        self.comments = 0
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if not chunk:
+            return []
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+                if not chunk:
+                    return []
+        buf = self._buf + chunk if self._buf else chunk
+        events: list[SSEEvent] = []
+        pos = 0
+        for m in _EOL.finditer(buf):
+            self._line(buf[pos : m.start()], events)
+            pos = m.end()
+        if pos == len(buf) and buf[-1:] == b"\r":
+            self._skip_lf = True
+        self._buf = buf[pos:]
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """End of body. Be lenient: dispatch a last event that lacks its blank line."""
+        events: list[SSEEvent] = []
+        if self._buf:
+            self._line(self._buf, events)
+            self._buf = b""
+        if self._data:
+            self._line(b"", events)
+        return events
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back waiting for the rest of a line."""
+        return len(self._buf)
+
+    def _line(self, line: bytes, events: list[SSEEvent]) -> None:
+        if not line:
+            if self._data:
+                events.append(SSEEvent(b"\n".join(self._data), self._event))
+                self._data = []
+            self._event = None
+            return
+        if line[0] == 0x3A:  # ':' comment / keep-alive ping
+            self.comments += 1
+            return
+        name, sep, value = line.partition(b":")
+        if sep and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value
+        elif name == b"error":
+            self._event = b"error"
+            self._data.append(value)
+        # id, retry and unknown fields do not matter to a load tester.
