@@ -10,7 +10,7 @@ import asyncio
 import ssl
 from array import array
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 
@@ -31,11 +31,17 @@ def redact(text: str | None, secrets: tuple[str, ...]) -> str | None:
     return text
 
 
-def make_session(limit: int, timeout_s: float | None, insecure: bool) -> aiohttp.ClientSession:
-    """One shared session; its pool holds at least one connection per concurrent request."""
+def make_session(limit: int, timeout_s: float | None, insecure: bool,
+                 force_close: bool = False) -> aiohttp.ClientSession:
+    """One shared session; its pool holds at least one connection per concurrent request.
+
+    `force_close` opens a connection per request: for servers that close the socket
+    after a stream while claiming keep-alive (llama-server), where a pooled
+    connection would be dead by the time it is reused.
+    """
     ssl_ctx: Any = False if insecure else ssl.create_default_context()
     connector = aiohttp.TCPConnector(limit=max(limit, 1), limit_per_host=0, ssl=ssl_ctx,
-                                     enable_cleanup_closed=False, ttl_dns_cache=None)
+                                     enable_cleanup_closed=False, ttl_dns_cache=None, force_close=force_close)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout_s),
@@ -55,24 +61,37 @@ class Client:
     """Sends requests to one endpoint and fills their records."""
 
     def __init__(self, session: aiohttp.ClientSession, url: str, headers: dict[str, str], stream: bool,
-                 secrets: tuple[str, ...] = (), close_after_stream: bool = False) -> None:
+                 secrets: tuple[str, ...] = (), fresh_session: Callable[[], aiohttp.ClientSession] | None = None
+                 ) -> None:
         self.session = session
         self.url = url
         self.headers = headers
         self.stream = stream
         self.secrets = secrets
-        # llama-server closes the socket after each stream while claiming keep-alive:
-        # reusing it fails the next request. Drop such connections ourselves.
-        self.close_after_stream = close_after_stream
+        # Makes a session that opens a connection per request; switched to the first
+        # time a pooled connection turns out to have been closed by the server.
+        self._fresh_session = fresh_session
+        self.sessions = [session]
+
+    def _reconnect(self) -> None:
+        if self._fresh_session is not None:
+            self.session = self._fresh_session()
+            self.sessions.append(self.session)
+            self._fresh_session = None
+
+    async def close(self) -> None:
+        for s in self.sessions:
+            await s.close()
 
     async def send(self, rec: RequestRecord, body: bytes) -> None:
         """Send one request and fill `rec`. Never raises except CancelledError."""
         rec.stream = self.stream
         now = perf_counter_ns
         resp: aiohttp.ClientResponse | None = None
+        closed_loop = rec.t_sched is None
         while True:
             rec.t_send = now()
-            if rec.t_sched is None:
+            if closed_loop:
                 rec.t_sched = rec.t_send
             try:
                 resp = await self.session.post(self.url, data=body, headers=self.headers)
@@ -84,7 +103,7 @@ class Client:
                 # measured yet, so retry once on a fresh connection, transparently.
                 if rec.retries == 0:
                     rec.retries = 1
-                    self.close_after_stream = True
+                    self._reconnect()
                     continue
                 return self._fail(rec, "disconnect", f"connection lost before response: {e}")
             except asyncio.TimeoutError:
@@ -99,7 +118,6 @@ class Client:
                 err = await resp.content.read(_MAX_ERROR_BODY)
                 return self._fail(rec, _status_class(resp.status), f"HTTP {resp.status}: {error_from_body(err)}")
             if self.stream:
-                close = self.close_after_stream
                 await self._read_stream(resp, rec)
             else:
                 raw = await resp.read()

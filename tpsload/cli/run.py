@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
+from functools import partial
 from typing import Any
 
 import click
@@ -91,24 +92,28 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
     workload_desc: dict[str, Any] = {}
     model = cfg.model or ""
     progress = None
+    client = None
     try:
-        async with make_session(cfg.concurrency + 4, cfg.timeout_s, cfg.insecure) as session:
-            info = await preflight(cfg, session)
-            model = info.model
-            server.update(info.server)
-            warnings += info.warnings
-            for w in info.warnings:
-                click.echo(f"warning: {w}", err=True)
-            workload = Workload(cfg, model)
-            workload_desc = workload.describe()
-            runner.client = Client(session, cfg.url, cfg.request_headers(), cfg.stream, cfg.secrets(),
-                                   close_after_stream=info.llama_cpp)
-            runner.workload = workload
-            if show_progress:
-                total = (cfg.requests + cfg.warmup) if cfg.requests is not None else None
-                progress = LiveProgress(sys.stderr, total, None if total else cfg.duration_s)
-                runner.progress = progress
-            await runner.run()
+        async with make_session(4, min(cfg.timeout_s, 30.0), cfg.insecure) as probe:
+            info = await preflight(cfg, probe)
+        model = info.model
+        server.update(info.server)
+        warnings += info.warnings
+        for w in info.warnings:
+            click.echo(f"warning: {w}", err=True)
+        workload = Workload(cfg, model)
+        workload_desc = workload.describe()
+        limit = cfg.concurrency + 4
+        session = partial(make_session, limit, cfg.timeout_s, cfg.insecure)
+        client = Client(session(force_close=info.llama_cpp), cfg.url, cfg.request_headers(), cfg.stream,
+                        cfg.secrets(), fresh_session=partial(session, force_close=True))
+        runner.client = client
+        runner.workload = workload
+        if show_progress:
+            total = (cfg.requests + cfg.warmup) if cfg.requests is not None else None
+            progress = LiveProgress(sys.stderr, total, None if total else cfg.duration_s)
+            runner.progress = progress
+        await runner.run()
     except TpsloadError:
         raise
     except Exception as e:  # a bug of ours must not lose what was measured
@@ -117,6 +122,8 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
         state.internal_error = e
     finally:
         runner.remove_signals()
+        if client:
+            await client.close()
         if progress:
             progress.close()
     resolve_pending(state.records, Tokenizer(cfg.tokenizer, notice=lambda m: click.echo(m, err=True)))
