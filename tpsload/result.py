@@ -49,6 +49,8 @@ def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], serv
         "errors": errors(records),
         "warnings": warnings,
         "requests_started": len(measured),
+        # record times are relative to t0 on this clock (CLOCK_MONOTONIC on Linux: machine-wide)
+        "clock": {"source": "time.perf_counter_ns", "t0_ns": state.t0},
         "warmup_requests": len(records) - len(measured),
     }
     if cfg.single and len(measured) == 1:

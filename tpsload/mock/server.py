@@ -15,6 +15,7 @@ import asyncio
 import json
 import sys
 import time
+from time import perf_counter_ns
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,23 +40,29 @@ def _chunk(obj: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _prompt_tokens(body: dict[str, Any]) -> int:
+def _prompt_text(body: dict[str, Any]) -> str:
     if "messages" in body:
-        text = " ".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict))
-    else:
-        text = str(body.get("prompt", ""))
-    return max(1, len(text.split()))
+        return " ".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict))
+    return str(body.get("prompt", ""))
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    return max(1, len(_prompt_text(body).split()))
 
 
 class MockServer:
     def __init__(self, cfg: MockConfig) -> None:
         self.cfg = cfg
         self.requests = 0
+        # per request: when it arrived and when its first/last token was written, on the
+        # machine-wide monotonic clock, so tests can compare a client's stamps with the truth
+        self.log: list[dict[str, Any]] = []
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/health", self.health)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/mock/log", self.get_log)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         if self.cfg.llama_props:
@@ -75,6 +82,9 @@ class MockServer:
         return self._auth(request) or web.json_response(
             {"object": "list", "data": [{"id": self.cfg.model, "object": "model", "owned_by": "tpsload"}]})
 
+    async def get_log(self, request: web.Request) -> web.Response:
+        return web.json_response(self.log)
+
     async def props(self, request: web.Request) -> web.Response:
         return web.json_response({"total_slots": self.cfg.llama_props, "model_path": "/mock/model.gguf",
                                   "build_info": "tpsload-mock",
@@ -89,6 +99,7 @@ class MockServer:
     async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         arrival = loop.time()
+        arrival_ns = perf_counter_ns()
         denied = self._auth(request)
         if denied:
             return denied
@@ -106,8 +117,11 @@ class MockServer:
         usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": n,
                  "total_tokens": _prompt_tokens(body) + n}
         kind = "chat.completion" if chat else "text_completion"
+        entry: dict[str, Any] = {"prompt": _prompt_text(body)[:200], "arrival_ns": arrival_ns, "n": n}
+        self.log.append(entry)
         if not body.get("stream"):
             await asyncio.sleep(max(0.0, arrival + ttft + (n - 1) * itl - loop.time()))
+            entry["first_ns"] = entry["last_ns"] = perf_counter_ns()
             text = "".join(f" w{i}" for i in range(n))
             choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
                       if chat else {"index": 0, "text": text, "finish_reason": "length"})
@@ -126,7 +140,11 @@ class MockServer:
                 await asyncio.sleep(delay)
             choice = ({"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None} if chat
                       else {"index": 0, "text": f" w{i}", "finish_reason": None})
-            await resp.write(_chunk({**base, "choices": [choice]}))
+            data = _chunk({**base, "choices": [choice]})
+            if i == 0:
+                entry["first_ns"] = perf_counter_ns()  # just before the bytes go to the socket
+            entry["last_ns"] = perf_counter_ns()
+            await resp.write(data)
         last = {"index": 0, "delta": {}, "finish_reason": "length"} if chat else \
             {"index": 0, "text": "", "finish_reason": "length"}
         await resp.write(_chunk({**base, "choices": [last]}))

@@ -1,0 +1,45 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tpsload.mock import MockProcess
+
+# Tokenizer downloads must never be tried in tests (no network here): point tiktoken at
+# an empty cache so a missing encoding is noticed at once.
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(os.path.dirname(__file__), ".no-tiktoken-cache"))
+
+
+@pytest.fixture
+def mock_server():
+    """Factory: mock_server(ttft_ms=..., itl_ms=...) -> a running MockProcess, stopped after the test."""
+    started = []
+
+    def start(**options):
+        m = MockProcess(**options).start()
+        started.append(m)
+        return m
+
+    yield start
+    for m in started:
+        m.stop()
+
+
+def tpsload(*args, timeout=120, env=None, check=None):
+    """Run the real CLI in a subprocess; returns CompletedProcess (text)."""
+    e = dict(os.environ)
+    e.pop("OPENAI_API_KEY", None)
+    e.pop("OPENAI_BASE_URL", None)
+    e.update(env or {})
+    p = subprocess.run([sys.executable, "-m", "tpsload", *args], capture_output=True, text=True, timeout=timeout,
+                       env=e, stdin=subprocess.DEVNULL)
+    if check is not None:
+        assert p.returncode == check, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+    return p
+
+
+def load_json(path):
+    with open(path) as fh:
+        return json.load(fh)
