@@ -64,7 +64,8 @@ def resolve_pending(records: Iterable[RequestRecord], tokenizer: "Tokenizer") ->
     for rec in records:
         if rec.output_tokens is not None or rec.text is None:
             continue
-        n = tokenizer.count(rec.text)
+        # failed or cancelled requests are not worth loading a tokenizer for
+        n = tokenizer.count(rec.text) if rec.ok else None
         if n is not None:
             rec.token_counts["tokenizer"] = n
             rec.output_tokens, rec.token_source = n, "tokenizer"

@@ -25,7 +25,7 @@ cli.add_command(mock_command)
 def main() -> None:
     debug = "--debug" in sys.argv
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
     except TpsloadError as e:
         if debug:
             raise
@@ -47,4 +47,4 @@ def main() -> None:
             raise
         click.echo(f"tpsload: internal error: {e.__class__.__name__}: {e} (rerun with --debug)", err=True)
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -25,8 +25,9 @@ from ..mock.server import MockConfig, main
               help="Answer /props like llama-server with this many slots.")
 @click.option("--n-ctx", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Per-slot context reported by /props.")
+@click.option("--no-usage", is_flag=True, help="Never report token usage.")
 def mock_command(**o: Any) -> None:
     """Serve /v1/chat/completions, /v1/completions, /v1/models and /health with exact timing."""
     main(MockConfig(host=o["host"], port=o["port"], ttft_ms=o["ttft_ms"], itl_ms=o["itl_ms"], tokens=o["tokens"],
                     model=o["model"], api_key=o["api_key"], close_after_stream=o["close_after_stream"],
-                    llama_props=o["llama_props"], n_ctx=o["n_ctx"]))
+                    llama_props=o["llama_props"], n_ctx=o["n_ctx"], no_usage=o["no_usage"]))

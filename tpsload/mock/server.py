@@ -34,6 +34,7 @@ class MockConfig:
     close_after_stream: bool = False
     llama_props: int = 0  # > 0: answer /props like llama-server with this many slots
     n_ctx: int = 4096
+    no_usage: bool = False  # never send usage (servers that do not support include_usage)
 
 
 def _chunk(obj: dict[str, Any]) -> bytes:
@@ -125,8 +126,10 @@ class MockServer:
             text = "".join(f" w{i}" for i in range(n))
             choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
                       if chat else {"index": 0, "text": text, "finish_reason": "length"})
-            return web.json_response({"id": rid, "object": kind, "created": created, "model": cfg.model,
-                                      "choices": [choice], "usage": usage})
+            reply = {"id": rid, "object": kind, "created": created, "model": cfg.model, "choices": [choice]}
+            if not cfg.no_usage:
+                reply["usage"] = usage
+            return web.json_response(reply)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         obj = kind + ".chunk" if chat else kind
@@ -148,7 +151,7 @@ class MockServer:
         last = {"index": 0, "delta": {}, "finish_reason": "length"} if chat else \
             {"index": 0, "text": "", "finish_reason": "length"}
         await resp.write(_chunk({**base, "choices": [last]}))
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if (body.get("stream_options") or {}).get("include_usage") and not cfg.no_usage:
             await resp.write(_chunk({**base, "choices": [], "usage": usage}))
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()

@@ -1,0 +1,126 @@
+"""The real CLI in a subprocess: the original script's flags, Ctrl-C, secrets, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import load_json, tpsload
+
+KEY = "sk-test-SECRET-4242"
+
+
+def test_original_script_invocation(mock_server, tmp_path):
+    m = mock_server(ttft_ms=20, itl_ms=5, api_key=KEY)
+    port = m.base_url.split(":")[-1].split("/")[0]
+    out = tmp_path / "r.json"
+    p = tpsload("run", "--host", "127.0.0.1", "--port", port, "--api-key", KEY, "--model", "tpsload-mock",
+                "--prompt", "Say hi", "--stream", "--max-tokens", "20", "--json", str(out), check=0)
+    res = load_json(out)
+    assert res["mode"] == "stream" and res["tokens"] == 20
+    # stream: elapsed = t_last - t_first = 19 gaps of 5 ms
+    assert res["elapsed_seconds"] == pytest.approx(0.095, abs=0.004)
+    assert res["tokens_per_second"] == pytest.approx(20 / res["elapsed_seconds"])
+    assert res["summary"]["requests_ok"] == 1
+    assert "Single request: 20 tokens" in p.stdout
+
+
+def test_benchmark_py_shim_prints_original_json(mock_server, tmp_path):
+    m = mock_server(ttft_ms=5, itl_ms=2)
+    port = m.base_url.split(":")[-1].split("/")[0]
+    root = os.path.dirname(os.path.dirname(__file__))
+    p = subprocess.run([sys.executable, os.path.join(root, "benchmark.py"), "--host", "127.0.0.1", "--port", port,
+                        "--prompt", "hi", "--endpoint", "completions"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert res["mode"] == "non-stream" and res["tokens"] > 0 and res["tokens_per_second"] > 0
+
+
+def test_api_key_never_printed_or_saved(mock_server, tmp_path):
+    m = mock_server(ttft_ms=2, itl_ms=1, api_key=KEY)
+    out, rec = tmp_path / "r.json", tmp_path / "r.jsonl"
+    p = tpsload("run", "--base-url", m.base_url, "--api-key", KEY, "--header", f"X-Api-Key: {KEY}", "-c", "2",
+                "-n", "4", "--max-tokens", "5", "--json", str(out), "--records", str(rec), check=0)
+    for text in (out.read_text(), rec.read_text(), p.stdout, p.stderr):
+        assert KEY not in text
+    assert load_json(out)["config"]["api_key_set"] is True
+    # a wrong key: one line, exit 2, and the key is not echoed
+    p = tpsload("run", "--base-url", m.base_url, "--api-key", "sk-WRONG-77", check=2)
+    assert "refused the API key" in p.stderr and "sk-WRONG-77" not in p.stderr + p.stdout
+    assert "Traceback" not in p.stderr
+
+
+def test_ctrl_c_writes_partial_result(mock_server, tmp_path):
+    m = mock_server(ttft_ms=20, itl_ms=10)
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "8", "-n",
+                             "100000", "--max-tokens", "50", "--json", str(out), "--grace", "0.2", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    res = load_json(out)
+    assert res["partial"] is True and "SIGINT" in res["stop_reason"]
+    s = res["summary"]
+    assert s["requests_ok"] > 8
+    # every started request is accounted for: done, failed or cancelled
+    assert res["requests_started"] == s["requests_ok"] + s["requests_failed"] + s["requests_cancelled"]
+    assert s["requests_cancelled"] <= 8
+
+
+def test_sigterm_writes_partial_result(mock_server, tmp_path):
+    m = mock_server(ttft_ms=20, itl_ms=10)
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4",
+                             "--duration", "60s", "--json", str(out), "--grace", "0", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 143
+    assert load_json(out)["partial"] is True
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--base-url", "http://127.0.0.1:9/v1"], "cannot reach"),
+    (["--base-url", "ftp://x/v1"], "--base-url"),
+    (["--mock", "-c", "0"], "--concurrency"),
+    (["--mock", "--duration", "-5"], "--duration"),
+    (["--mock", "--extra-body", "[1]"], "--extra-body"),
+    (["--mock", "--header", "nocolon"], "--header"),
+    ([], "no server given"),
+])
+def test_bad_input_is_one_line_exit_2(args, needle):
+    p = tpsload("run", *args, check=2)
+    assert needle in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_unknown_model_is_one_line(mock_server):
+    m = mock_server()
+    p = tpsload("run", "--base-url", m.base_url, "--model", "nope", check=2)
+    assert "'nope' is not served here" in p.stderr and "tpsload-mock" in p.stderr
+
+
+def test_mock_flag_runs_and_stops_its_server(tmp_path):
+    out = tmp_path / "r.json"
+    tpsload("run", "--mock", "-c", "4", "-n", "8", "--max-tokens", "8", "--json", str(out), check=0)
+    res = load_json(out)
+    assert res["summary"]["requests_ok"] == 8
+    url = res["config"]["base_url"]
+    import urllib.error
+    import urllib.request
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url + "/models", timeout=2)
+
+
+def test_json_to_stdout_and_table_to_stderr(tmp_path):
+    p = tpsload("run", "--mock", "-n", "2", "--max-tokens", "4", "--json", "-", check=0)
+    res = json.loads(p.stdout)
+    assert res["summary"]["requests_ok"] == 2
+    assert "TTFT" in p.stderr
