@@ -43,3 +43,21 @@ def tpsload(*args, timeout=120, env=None, check=None):
 def load_json(path):
     with open(path) as fh:
         return json.load(fh)
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """Factory: llama_server(np=4, ctx=4096) -> a running real llama-server (one per config per session)."""
+    from llama_server import LlamaServer
+
+    running = {}
+
+    def get(np=4, ctx=4096):
+        key = (np, ctx)
+        if key not in running:
+            running[key] = LlamaServer(np=np, ctx=ctx).start()
+        return running[key]
+
+    yield get
+    for s in running.values():
+        s.stop()

@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import load_json, tpsload
 
 KEY = "sk-test-SECRET-4242"

@@ -3,8 +3,8 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from streams import ERROR_STREAMS, STREAMS
+
 from tpsload.protocol import build_body, decode_body, decode_stream
 
 

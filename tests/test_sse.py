@@ -1,7 +1,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from streams import ERROR_STREAMS, STREAMS
+
 from tpsload.sse import SSEEvent, SSEParser
 
 ALL = [s[0] for s in STREAMS.values()] + [s[0] for s in ERROR_STREAMS.values()]
@@ -59,7 +59,7 @@ def test_one_byte_at_a_time_equals_whole():
 @given(st.sampled_from(ALL), st.lists(st.integers(min_value=0, max_value=4000), max_size=30))
 def test_any_split_gives_the_same_events(stream, cuts):
     cuts = sorted({c % (len(stream) + 1) for c in cuts})
-    pieces = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
+    pieces = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)], strict=True)]
     assert parse(pieces)[0] == parse([stream])[0]
 
 
@@ -67,5 +67,5 @@ def test_any_split_gives_the_same_events(stream, cuts):
 @given(st.binary(max_size=400), st.lists(st.integers(min_value=0, max_value=400), max_size=10))
 def test_arbitrary_bytes_never_raise_and_split_invariant(data, cuts):
     cuts = sorted({c % (len(data) + 1) for c in cuts})
-    pieces = [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
+    pieces = [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)], strict=True)]
     assert parse(pieces)[0] == parse([data])[0]

@@ -1,9 +1,9 @@
 """Token counts from the best source, and the offline tokenizer fallback."""
 
 import base64
-import json
 
 from conftest import load_json, tpsload
+
 from tpsload.protocol import Decoded
 from tpsload.records import RequestRecord
 from tpsload.tokens import Tokenizer, apply_counts, resolve_pending

@@ -176,7 +176,8 @@ class Client:
         elif out.protocol_error:
             self._fail(rec, "protocol", out.protocol_error)
         elif rec.stream and out.events == 0 and rec.t_end is not None:
-            self._fail(rec, "protocol", "streamed response carried no SSE events (does the server stream? try --no-stream)")
+            self._fail(rec, "protocol",
+                       "streamed response carried no SSE events (does the server stream? try --no-stream)")
 
     def _fail(self, rec: RequestRecord, cls: str, msg: str) -> None:
         if rec.error_class is None:

@@ -99,7 +99,7 @@ def check_base_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TpsloadError(f"--base-url {url!r} is not an http(s) URL (e.g. http://127.0.0.1:8080/v1)")
     try:
-        parts.port
+        _ = parts.port  # raises on a bad port
     except ValueError:
         raise TpsloadError(f"--base-url {url!r} has an invalid port") from None
     return url.rstrip("/")

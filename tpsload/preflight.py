@@ -56,7 +56,7 @@ async def preflight(cfg: RunConfig, session: aiohttp.ClientSession, timeout: flo
         raise TpsloadError(f"the server refused the API key (HTTP {status} on /models): check --api-key "
                            "or OPENAI_API_KEY")
     if status == 503:
-        raise TpsloadError(f"the server is not ready (HTTP 503 on /models): is the model still loading?")
+        raise TpsloadError("the server is not ready (HTTP 503 on /models): is the model still loading?")
     ids: list[str] = []
     if status == 200 and isinstance(body, dict) and isinstance(body.get("data"), list):
         ids = [m.get("id") for m in body["data"] if isinstance(m, dict) and m.get("id")]

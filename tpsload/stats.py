@@ -28,7 +28,7 @@ def dist(values: Any) -> dict[str, float] | None:
     q = np.percentile(a, _Q)
     d: dict[str, float] = {"n": int(a.size), "mean": float(a.mean()), "std": float(a.std()),
                            "min": float(a.min())}
-    for name, v in zip(_QNAMES, q):
+    for name, v in zip(_QNAMES, q, strict=True):
         d[name] = float(v)
     d["max"] = float(a.max())
     return d
@@ -80,8 +80,12 @@ def per_request(ok: Sequence[RequestRecord]) -> PerRequest:
                 itl_parts.append(np.repeat(gaps[pos] / kk[pos], kk[pos]))
             else:
                 itl_parts.append(gaps)
-    cat = (lambda parts: np.concatenate(parts) if parts else np.empty(0))
-    f = (lambda xs: np.asarray(xs, dtype=np.float64))
+    def f(xs: list[float]) -> np.ndarray:
+        return np.asarray(xs, dtype=np.float64)
+
+    def cat(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.empty(0)
+
     return PerRequest(f(ttft), f(e2e), f(tpot), f(dtps), f(etps), f(ptps), cat(icl_parts), cat(itl_parts))
 
 
@@ -141,7 +145,10 @@ def summarize(records: Sequence[RequestRecord], concurrency: int) -> dict[str, A
     pr = per_request(ok)
     target = max(1, min(concurrency, len(measured)))
     conc, steady = load_shape(measured, target)
-    rate = (lambda x: x / duration if duration > 0 else None)
+
+    def rate(x: float) -> float | None:
+        return x / duration if duration > 0 else None
+
     by_class = Counter(r.error_class for r in measured if r.error_class)
     return {
         "requests_ok": len(ok),

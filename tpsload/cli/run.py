@@ -43,7 +43,9 @@ def parse_duration(value: str | None) -> float | None:
 
 
 def build_config(o: dict[str, Any], sources: dict[str, Any]) -> RunConfig:
-    explicit = (lambda name: sources.get(name) == click.core.ParameterSource.COMMANDLINE)
+    def explicit(name: str) -> bool:
+        return sources.get(name) == click.core.ParameterSource.COMMANDLINE
+
     if o["mock"]:
         if explicit("base_url") or o["host"] or o["port"]:
             raise TpsloadError("--mock starts its own server: drop --base-url/--host/--port")

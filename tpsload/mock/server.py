@@ -15,8 +15,8 @@ import asyncio
 import json
 import sys
 import time
-from time import perf_counter_ns
 from dataclasses import dataclass
+from time import perf_counter_ns
 from typing import Any
 
 from aiohttp import web

@@ -1,0 +1,75 @@
+"""Against a real llama.cpp llama-server (Gemma 3 270M on the CPU), built by tests/llama_server.py."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import load_json, tpsload
+
+pytestmark = [pytest.mark.llama, pytest.mark.slow]
+MAX_TOKENS = 48
+
+
+def run(base_url, tmp_path, *args, check=0):
+    out, rec = tmp_path / "r.json", tmp_path / "r.jsonl"
+    p = tpsload("run", "--base-url", base_url, "--json", str(out), "--records", str(rec), "--max-tokens",
+                str(MAX_TOKENS), "--ignore-eos", *args, check=check, timeout=300)
+    return load_json(out), [json.loads(line) for line in rec.read_text().splitlines()], p
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+def test_streaming_counts_and_speed_match_the_server(llama_server, tmp_path, endpoint):
+    srv = llama_server(np=4)
+    res, records, _ = run(srv.base_url, tmp_path, "-n", "3", "--endpoint", endpoint, "--prompt",
+                          "The history of lighthouses")
+    assert res["summary"]["requests_ok"] == 3
+    assert res["server"]["llama_cpp"]["total_slots"] == 4
+    for r in records:
+        assert r["token_source"] == "usage"
+        assert r["output_tokens"] == r["token_counts"]["usage"] == MAX_TOKENS
+        assert r["token_counts"]["timings"] == MAX_TOKENS
+        ttft = r["t_first_ms"] - r["t_send_ms"]
+        e2e = r["t_last_ms"] - r["t_send_ms"]
+        assert 0 < ttft < e2e
+        # our decode speed vs the server's own figure for the same request
+        decode_tps = (r["output_tokens"] - 1) / ((r["t_last_ms"] - r["t_first_ms"]) / 1000)
+        server_tps = r["server_timings"]["predicted_per_second"]
+        assert decode_tps == pytest.approx(server_tps, rel=0.03), (decode_tps, server_tps)
+
+
+def test_non_streaming_counts_and_e2e(llama_server, tmp_path):
+    srv = llama_server(np=4)
+    res, records, _ = run(srv.base_url, tmp_path, "-n", "2", "--no-stream")
+    assert res["summary"]["requests_ok"] == 2
+    for r in records:
+        assert r["output_tokens"] == r["token_counts"]["usage"] == MAX_TOKENS
+        t = r["server_timings"]
+        server_ms = t["prompt_ms"] + t["predicted_ms"]
+        e2e_ms = r["t_end_ms"] - r["t_send_ms"]
+        # the client sees the server's work plus HTTP and JSON: a little more, never less
+        assert server_ms <= e2e_ms <= server_ms * 1.10 + 20
+
+
+def test_more_requests_than_slots_queue_without_failures(llama_server, tmp_path):
+    srv = llama_server(np=4)
+    res, records, p = run(srv.base_url, tmp_path, "-c", "8", "-n", "16", "--max-tokens", "32")
+    s = res["summary"]
+    assert s["requests_ok"] == 16 and s["requests_failed"] == 0, res["errors"]
+    assert "exceeds llama-server's 4 slots" in p.stderr
+    ttft = np.array([r["t_first_ms"] - r["t_send_ms"] for r in records])
+    p10, p90 = np.percentile(ttft, [10, 90])
+    assert p90 > 3 * p10, (p10, p90)  # half the requests waited for a whole earlier request
+    assert all(r["output_tokens"] == r["token_counts"]["usage"] == 32 for r in records)
+
+
+def test_original_script_invocation(llama_server, tmp_path):
+    srv = llama_server(np=4)
+    port = str(srv.port)
+    out = tmp_path / "r.json"
+    tpsload("run", "--host", "127.0.0.1", "--port", port, "--api-key", "unused-key", "--model", "gemma",
+            "--prompt", "Say hi", "--stream", "--max-tokens", "16", "--json", str(out), check=0, timeout=120)
+    res = load_json(out)
+    assert res["mode"] == "stream" and res["tokens"] >= 1
+    assert res["tokens"] == res["summary"]["output_tokens"]["mean"]
+    assert res["tokens_per_second"] > 0
+    assert any("not in /v1/models" in w for w in res["warnings"])
