@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+
 from conftest import load_json, tpsload
 
 KEY = "sk-test-SECRET-4242"
@@ -123,3 +124,22 @@ def test_json_to_stdout_and_table_to_stderr(tmp_path):
     res = json.loads(p.stdout)
     assert res["summary"]["requests_ok"] == 2
     assert "TTFT" in p.stderr
+
+
+def test_second_ctrl_c_stops_at_once_and_still_writes(mock_server, tmp_path):
+    m = mock_server(ttft_ms=20, itl_ms=50)
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n",
+                             "1000", "--max-tokens", "200", "--json", str(out), "--grace", "60", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    t = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert time.monotonic() - t < 5  # not the 60 s grace, nor the 10 s of a 200-token reply
+    assert proc.returncode == 130
+    res = load_json(out)
+    assert res["partial"] and res["summary"]["requests_cancelled"] == 4
+    assert list(res["errors"]["by_class"]) == ["cancelled"]

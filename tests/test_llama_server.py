@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from conftest import load_json, tpsload
 
 pytestmark = [pytest.mark.llama, pytest.mark.slow]

@@ -5,6 +5,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+
 from conftest import load_json, tpsload
 
 TTFT, ITL, TOKENS = 100.0, 20.0, 32

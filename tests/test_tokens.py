@@ -3,7 +3,6 @@
 import base64
 
 from conftest import load_json, tpsload
-
 from tpsload.protocol import Decoded
 from tpsload.records import RequestRecord
 from tpsload.tokens import Tokenizer, apply_counts, resolve_pending

@@ -31,6 +31,11 @@ def redact(text: str | None, secrets: tuple[str, ...]) -> str | None:
     return text
 
 
+async def _on_reuse(session: Any, ctx: Any, params: Any) -> None:
+    if ctx.trace_request_ctx is not None:
+        ctx.trace_request_ctx.append(True)
+
+
 def make_session(limit: int, timeout_s: float | None, insecure: bool,
                  force_close: bool = False) -> aiohttp.ClientSession:
     """One shared session; its pool holds at least one connection per concurrent request.
@@ -42,12 +47,15 @@ def make_session(limit: int, timeout_s: float | None, insecure: bool,
     ssl_ctx: Any = False if insecure else ssl.create_default_context()
     connector = aiohttp.TCPConnector(limit=max(limit, 1), limit_per_host=0, ssl=ssl_ctx,
                                      enable_cleanup_closed=False, ttl_dns_cache=None, force_close=force_close)
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_reuseconn.append(_on_reuse)  # tells a stale pooled socket from a real reset
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout_s),
         read_bufsize=1 << 18,  # one read buffer large enough for big chunks
         auto_decompress=True,
         trust_env=False,
+        trace_configs=[trace],
     )
 
 
@@ -61,9 +69,11 @@ class Client:
     """Sends requests to one endpoint and fills their records."""
 
     def __init__(self, session: aiohttp.ClientSession, url: str, headers: dict[str, str], stream: bool,
-                 secrets: tuple[str, ...] = (), fresh_session: Callable[[], aiohttp.ClientSession] | None = None
-                 ) -> None:
+                 secrets: tuple[str, ...] = (), fresh_session: Callable[[], aiohttp.ClientSession] | None = None,
+                 first_byte_timeout_s: float | None = None, max_response_bytes: int | None = None) -> None:
         self.session = session
+        self.first_byte_timeout_s = first_byte_timeout_s
+        self.max_response_bytes = max_response_bytes
         self.url = url
         self.headers = headers
         self.stream = stream
@@ -90,24 +100,30 @@ class Client:
         resp: aiohttp.ClientResponse | None = None
         closed_loop = rec.t_sched is None
         while True:
+            reused: list[bool] = []
             rec.t_send = now()
             if closed_loop:
                 rec.t_sched = rec.t_send
             try:
-                resp = await self.session.post(self.url, data=body, headers=self.headers)
+                req = self.session.post(self.url, data=body, headers=self.headers, trace_request_ctx=reused)
+                if self.first_byte_timeout_s:
+                    resp = await asyncio.wait_for(req, self.first_byte_timeout_s)
+                else:
+                    resp = await req
                 break
             except aiohttp.ClientConnectorError as e:
                 return self._fail(rec, "connect", f"cannot connect: {e.os_error or e}")
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
-                # A pooled connection the server had already closed: nothing was
-                # measured yet, so retry once on a fresh connection, transparently.
-                if rec.retries == 0:
+                # A pooled connection the server had closed after its last reply: nothing
+                # was measured yet, so retry once on a fresh connection, transparently.
+                # A fresh connection that fails is the server's failure, not retried.
+                if reused and rec.retries == 0:
                     rec.retries = 1
                     self._reconnect()
                     continue
-                return self._fail(rec, "disconnect", f"connection lost before response: {e}")
+                return self._fail(rec, "disconnect", f"connection lost before the response: {e}")
             except asyncio.TimeoutError:
-                return self._fail(rec, "timeout_first_byte", "no response headers before --timeout")
+                return self._fail(rec, "timeout_first_byte", "no response before the first-byte timeout")
             except aiohttp.ClientError as e:
                 return self._fail(rec, "connect", str(e) or e.__class__.__name__)
         rec.status = resp.status
@@ -116,16 +132,23 @@ class Client:
             if resp.status >= 400:
                 rec.t_end = now()
                 err = await resp.content.read(_MAX_ERROR_BODY)
-                return self._fail(rec, _status_class(resp.status), f"HTTP {resp.status}: {error_from_body(err)}")
+                msg = f"HTTP {resp.status}: {error_from_body(err)}"
+                if resp.headers.get("Retry-After"):
+                    msg += f" (Retry-After: {resp.headers['Retry-After']})"
+                return self._fail(rec, _status_class(resp.status), msg)
             if self.stream:
                 await self._read_stream(resp, rec)
             else:
-                raw = await resp.read()
+                raw = await resp.content.read(self.max_response_bytes + 1) if self.max_response_bytes \
+                    else await resp.read()
+                if self.max_response_bytes and len(raw) > self.max_response_bytes:
+                    close = True
+                    return self._fail(rec, "protocol", f"response larger than {self.max_response_bytes} bytes")
                 rec.t_end = rec.t_last = now()
                 self._finish(rec, decode_body(raw))
         except asyncio.TimeoutError:
             cls = "timeout_stream" if rec.t_first is not None else "timeout_first_byte"
-            self._fail(rec, cls, "response not complete before --timeout")
+            self._fail(rec, cls, "response not complete before the timeout")
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError) as e:
             close = True
             self._fail(rec, "disconnect", f"connection lost mid-response: {e}")
@@ -140,15 +163,22 @@ class Client:
         read = resp.content.readany
         dec = StreamDecoder()
         feed = dec.feed
+        budget = self.max_response_bytes or (1 << 62)
         try:
             while True:
                 data = await read()
                 ts = now()
                 if not data:
                     break
+                budget -= len(data)
+                if budget < 0:
+                    self._fail(rec, "protocol", f"response larger than {self.max_response_bytes} bytes")
+                    resp.close()
+                    break
                 if not feed(ts, data):
                     break
-            rec.t_end = ts
+            if rec.error_class is None:
+                rec.t_end = ts
         finally:
             # On cancel or error too: keep what was measured before it.
             self._finish(rec, dec.close(perf_counter_ns()))

@@ -30,6 +30,10 @@ class RunConfig:
     headers: tuple[tuple[str, str], ...] = ()
     extra_body: dict[str, Any] = field(default_factory=dict)
     timeout_s: float = 600.0
+    first_byte_timeout_s: float | None = None
+    max_response_bytes: int | None = 64 * 1024 * 1024
+    max_errors: int | None = None
+    max_error_rate: float | None = None
     insecure: bool = False
     prompts: tuple[str, ...] = ("Say hi",)
     prompt_source: str = "default"

@@ -28,6 +28,16 @@ def client_host() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
+def accounting(measured: list[Any]) -> dict[str, Any]:
+    """Every started request must be ok, failed (by class) or cancelled (issue #5's invariant)."""
+    ok = sum(1 for r in measured if r.ok)
+    failed = sum(1 for r in measured if r.failed)
+    cancelled = sum(1 for r in measured if r.error_class == "cancelled")
+    unaccounted = len(measured) - ok - failed - cancelled
+    return {"started": len(measured), "ok": ok, "failed": failed, "cancelled": cancelled,
+            "unaccounted": unaccounted, "balanced": unaccounted == 0}
+
+
 def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server: dict[str, Any],
                  started_at: _dt.datetime, warnings: list[str]) -> dict[str, Any]:
     records = state.records
@@ -35,6 +45,11 @@ def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], serv
                  if not r.warmup and r.t_send is not None and r.t_sched is not None]
     health = verdict(state.lags.lags_ms, send_lags, state.cpu_s, state.wall_s)
     measured = [r for r in records if not r.warmup]
+    summary = summarize(records, cfg.concurrency)
+    acct = accounting(measured)
+    if not acct["balanced"]:
+        warnings = [*warnings, f"ACCOUNTING MISMATCH: {acct['unaccounted']} started requests are neither ok, failed "
+                    "nor cancelled; this is a tpsload bug, please report it with --records"]
     result: dict[str, Any] = {
         "tpsload_version": __version__,
         "partial": state.partial,
@@ -44,11 +59,12 @@ def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], serv
         "workload": workload,
         "server": server,
         "client": client_host(),
-        "summary": summarize(records, cfg.concurrency),
+        "summary": summary,
         "client_health": health,
         "errors": errors(records),
         "warnings": warnings,
         "requests_started": len(measured),
+        "accounting": acct,
         # record times are relative to t0 on this clock (CLOCK_MONOTONIC on Linux: machine-wide)
         "clock": {"source": "time.perf_counter_ns", "t0_ns": state.t0},
         "warmup_requests": len(records) - len(measured),

@@ -19,6 +19,10 @@ from .records import RequestRecord
 from .workload import Workload
 
 PROGRESS_INTERVAL_S = 0.25
+# --max-error-rate is judged only once this many measured requests have finished
+MIN_REQUESTS_FOR_RATE = 20
+# the server is taken for gone after this many connection failures in a row (at least)
+GONE_AFTER = 16
 
 
 @dataclass
@@ -55,6 +59,9 @@ class Runner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._next = 0
         self._grace_handle: asyncio.TimerHandle | None = None
+        self._connect_streak = 0
+        self._measured_done = 0
+        self._measured_failed = 0
 
     # -- signals ---------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -154,6 +161,26 @@ class Runner:
             st.done += 1
             if rec.failed:
                 st.failed += 1
+            if not warmup:
+                self._limits(rec)
+
+    def _limits(self, rec: RequestRecord) -> None:
+        """Stop early when errors pass the user's limits, or the server is clearly gone."""
+        cfg = self.cfg
+        self._measured_done += 1
+        if not rec.failed:
+            self._connect_streak = 0
+            return
+        self._measured_failed += 1
+        self._connect_streak = self._connect_streak + 1 if rec.error_class == "connect" else 0
+        if self._connect_streak >= max(GONE_AFTER, 2 * cfg.concurrency):
+            self.stop(f"server unreachable: {self._connect_streak} connection failures in a row ({rec.error})")
+        elif cfg.max_errors is not None and self._measured_failed >= cfg.max_errors:
+            self.stop(f"--max-errors {cfg.max_errors} reached")
+        elif (cfg.max_error_rate is not None and self._measured_done >= MIN_REQUESTS_FOR_RATE
+              and self._measured_failed / self._measured_done > cfg.max_error_rate):
+            self.stop(f"error rate {self._measured_failed / self._measured_done:.1%} over --max-error-rate "
+                      f"{cfg.max_error_rate:.1%} after {self._measured_done} requests")
 
     async def _tick(self) -> None:
         while True:

@@ -154,6 +154,7 @@ def summarize(records: Sequence[RequestRecord], concurrency: int) -> dict[str, A
         "requests_ok": len(ok),
         "requests_failed": len(failed),
         "requests_cancelled": by_class.get("cancelled", 0),
+        "requests_retried": sum(1 for r in measured if r.retries),
         "duration_s": duration,
         "output_throughput": rate(out_tokens),
         "total_token_throughput": rate(out_tokens + prompt_tokens),

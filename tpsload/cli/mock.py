@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from ..mock.faults import FAULTS, parse_fault
 from ..mock.server import MockConfig, main
 
 
@@ -26,8 +27,18 @@ from ..mock.server import MockConfig, main
 @click.option("--n-ctx", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Per-slot context reported by /props.")
 @click.option("--no-usage", is_flag=True, help="Never report token usage.")
+@click.option("--fault", "faults", multiple=True, metavar="KIND[:n=N|every=N|p=P]",
+              help="Inject a fault (repeatable): " + ", ".join(FAULTS) + ".")
+@click.option("--stall-s", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="How long the stall faults stall.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for p= faults.")
 def mock_command(**o: Any) -> None:
     """Serve /v1/chat/completions, /v1/completions, /v1/models and /health with exact timing."""
+    try:
+        faults = tuple(parse_fault(f) for f in o["faults"])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--fault") from None
     main(MockConfig(host=o["host"], port=o["port"], ttft_ms=o["ttft_ms"], itl_ms=o["itl_ms"], tokens=o["tokens"],
                     model=o["model"], api_key=o["api_key"], close_after_stream=o["close_after_stream"],
-                    llama_props=o["llama_props"], n_ctx=o["n_ctx"], no_usage=o["no_usage"]))
+                    llama_props=o["llama_props"], n_ctx=o["n_ctx"], no_usage=o["no_usage"],
+                    faults=faults, stall_s=o["stall_s"], seed=o["seed"]))

@@ -18,7 +18,7 @@ from ..mock import MockProcess
 from ..output.console import LiveProgress, render
 from ..preflight import preflight
 from ..result import build_result
-from ..runner import Runner, RunState
+from ..runner import MIN_REQUESTS_FOR_RATE, Runner, RunState
 from ..tokens import Tokenizer, resolve_pending
 from ..workload import Workload, read_prompt_file
 
@@ -40,6 +40,20 @@ def parse_duration(value: str | None) -> float | None:
     if not secs > 0:
         raise TpsloadError(f"--duration {value!r}: must be positive")
     return secs
+
+
+def parse_rate(value: str | None) -> float | None:
+    """'5%' or '0.05' -> 0.05."""
+    if value is None:
+        return None
+    v = value.strip()
+    try:
+        r = float(v[:-1]) / 100 if v.endswith("%") else float(v)
+    except ValueError:
+        raise TpsloadError(f"--max-error-rate {value!r}: expected a fraction (0.05) or a percentage (5%)") from None
+    if not 0 <= r <= 1:
+        raise TpsloadError(f"--max-error-rate {value!r}: must be between 0 and 100%")
+    return r
 
 
 def build_config(o: dict[str, Any], sources: dict[str, Any]) -> RunConfig:
@@ -76,6 +90,9 @@ def build_config(o: dict[str, Any], sources: dict[str, Any]) -> RunConfig:
         base_url=base_url, model=o["model"], api_key=o["api_key"] or None, endpoint=o["endpoint"],
         stream=o["stream"], headers=tuple(parse_header(h) for h in o["header"]),
         extra_body=parse_extra_body(o["extra_body"]), timeout_s=o["timeout"], insecure=o["insecure"],
+        first_byte_timeout_s=o["first_byte_timeout"],
+        max_response_bytes=int(o["max_response_mb"] * 1024 * 1024) if o["max_response_mb"] else None,
+        max_errors=o["max_errors"], max_error_rate=parse_rate(o["max_error_rate"]),
         prompts=prompts, prompt_source=source, max_tokens=o["max_tokens"], ignore_eos=o["ignore_eos"],
         temperature=o["temperature"], concurrency=concurrency, requests=requests, duration_s=duration,
         warmup=o["warmup"], grace_s=o["grace"], tokenizer=o["tokenizer"], single=not load_flags,
@@ -108,7 +125,8 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
         limit = cfg.concurrency + 4
         session = partial(make_session, limit, cfg.timeout_s, cfg.insecure)
         client = Client(session(force_close=info.llama_cpp), cfg.url, cfg.request_headers(), cfg.stream,
-                        cfg.secrets(), fresh_session=partial(session, force_close=True))
+                        cfg.secrets(), fresh_session=partial(session, force_close=True),
+                        first_byte_timeout_s=cfg.first_byte_timeout_s, max_response_bytes=cfg.max_response_bytes)
         runner.client = client
         runner.workload = workload
         if show_progress:
@@ -166,6 +184,9 @@ def execute(cfg: RunConfig, json_path: str | None, records_path: str | None, qui
         raise err
     if state.signal is not None:
         return 128 + state.signal
+    if state.stop_reason:
+        click.echo(f"tpsload: stopped early: {state.stop_reason}", err=True)
+        return 1
     s = result["summary"]
     return 1 if s["requests_ok"] == 0 and s["requests_failed"] > 0 else 0
 
@@ -184,6 +205,13 @@ def execute(cfg: RunConfig, json_path: str | None, records_path: str | None, qui
 @click.option("--extra-body", metavar="JSON", help="JSON object merged into every request body.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
               help="Per-request timeout, seconds.")
+@click.option("--first-byte-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds to wait for the response headers [default: --timeout].")
+@click.option("--max-response-mb", type=click.FloatRange(min=0), default=64.0, show_default=True,
+              help="Fail a request whose response is larger (0 = no limit).")
+@click.option("--max-errors", type=click.IntRange(min=1), default=None, help="Stop after this many failed requests.")
+@click.option("--max-error-rate", default=None, metavar="RATE",
+              help=f"Stop when more than this share fails (e.g. 5%), judged after {MIN_REQUESTS_FOR_RATE} requests.")
 @click.option("--insecure", is_flag=True, help="Skip TLS certificate verification.")
 @click.option("--prompt", default=None, help="Prompt text.")
 @click.option("--prompt-file", type=click.Path(dir_okay=False), help="One prompt per line, used in turn.")

@@ -28,6 +28,9 @@ class MockProcess:
             flag = "--" + k.replace("_", "-")
             if v is True:
                 args.append(flag)
+            elif isinstance(v, (list, tuple)):
+                for item in v:
+                    args += [flag, str(item)]
             elif v not in (None, False):
                 args += [flag, str(v)]
         return args

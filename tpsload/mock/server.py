@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .faults import FaultPlan, FaultSpec
+
 
 @dataclass(frozen=True)
 class MockConfig:
@@ -35,6 +37,9 @@ class MockConfig:
     llama_props: int = 0  # > 0: answer /props like llama-server with this many slots
     n_ctx: int = 4096
     no_usage: bool = False  # never send usage (servers that do not support include_usage)
+    faults: tuple[FaultSpec, ...] = ()
+    stall_s: float = 30.0
+    seed: int = 0
 
 
 def _chunk(obj: dict[str, Any]) -> bytes:
@@ -55,6 +60,7 @@ class MockServer:
     def __init__(self, cfg: MockConfig) -> None:
         self.cfg = cfg
         self.requests = 0
+        self.faults = FaultPlan(cfg.faults, cfg.seed)
         # per request: when it arrived and when its first/last token was written, on the
         # machine-wide monotonic clock, so tests can compare a client's stamps with the truth
         self.log: list[dict[str, Any]] = []
@@ -107,9 +113,10 @@ class MockServer:
         try:
             body = await request.json()
         except ValueError:
-            return web.json_response({"error": {"message": "body is not JSON", "code": 400}}, status=400)
+            return _error(400, "body is not JSON")
         self.requests += 1
         cfg = self.cfg
+        fault = self.faults.pick(self.requests)
         n = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("n_predict") or cfg.tokens
         n = int(n)
         ttft, itl = cfg.ttft_ms / 1e3, cfg.itl_ms / 1e3
@@ -118,8 +125,12 @@ class MockServer:
         usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": n,
                  "total_tokens": _prompt_tokens(body) + n}
         kind = "chat.completion" if chat else "text_completion"
-        entry: dict[str, Any] = {"prompt": _prompt_text(body)[:200], "arrival_ns": arrival_ns, "n": n}
+        entry: dict[str, Any] = {"prompt": _prompt_text(body)[:200], "arrival_ns": arrival_ns, "n": n,
+                                 "fault": fault}
         self.log.append(entry)
+        early = await self._early_fault(fault, request)
+        if early is not None:
+            return early
         if not body.get("stream"):
             await asyncio.sleep(max(0.0, arrival + ttft + (n - 1) * itl - loop.time()))
             entry["first_ns"] = entry["last_ns"] = perf_counter_ns()
@@ -130,34 +141,129 @@ class MockServer:
             if not cfg.no_usage:
                 reply["usage"] = usage
             return web.json_response(reply)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await resp.prepare(request)
         obj = kind + ".chunk" if chat else kind
         base = {"id": rid, "object": obj, "created": created, "model": cfg.model}
+        chunks = []  # (due time, bytes): the whole reply on its absolute schedule
         if chat:
-            await resp.write(_chunk({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                                          "finish_reason": None}]}))
+            chunks.append((arrival, _chunk({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
+                                                                                       "content": ""},
+                                                                   "finish_reason": None}]})))
         for i in range(n):
-            delay = arrival + ttft + i * itl - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
             choice = ({"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None} if chat
                       else {"index": 0, "text": f" w{i}", "finish_reason": None})
-            data = _chunk({**base, "choices": [choice]})
-            if i == 0:
-                entry["first_ns"] = perf_counter_ns()  # just before the bytes go to the socket
-            entry["last_ns"] = perf_counter_ns()
-            await resp.write(data)
+            chunks.append((arrival + ttft + i * itl, _chunk({**base, "choices": [choice]})))
+        first_token = 1 if chat else 0
         last = {"index": 0, "delta": {}, "finish_reason": "length"} if chat else \
             {"index": 0, "text": "", "finish_reason": "length"}
-        await resp.write(_chunk({**base, "choices": [last]}))
+        end = arrival + ttft + (n - 1) * itl
+        chunks.append((end, _chunk({**base, "choices": [last]})))
         if (body.get("stream_options") or {}).get("include_usage") and not cfg.no_usage:
-            await resp.write(_chunk({**base, "choices": [], "usage": usage}))
-        await resp.write(b"data: [DONE]\n\n")
+            chunks.append((end, _chunk({**base, "choices": [], "usage": usage})))
+        if fault != "no_done":
+            chunks.append((end, b"data: [DONE]\n\n"))
+        half = first_token + n // 2
+        if fault == "slow_headers":
+            return await self._raw_slow(request, chunks, entry, first_token)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        for j, (due, data) in enumerate(chunks):
+            if j == half and fault in MID_STREAM:
+                if await self._mid_fault(fault, request, resp):
+                    return resp
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if j == first_token:
+                entry["first_ns"] = perf_counter_ns()  # just before the bytes go to the socket
+            if first_token <= j < first_token + n:
+                entry["last_ns"] = perf_counter_ns()
+            await resp.write(data)
         await resp.write_eof()
         if cfg.close_after_stream and request.transport is not None:
             request.transport.close()
         return resp
+
+    async def _early_fault(self, fault: str | None, request: web.Request) -> web.StreamResponse | None:
+        if fault == "http_500":
+            return _error(500, "Internal server error (injected)")
+        if fault == "http_503":
+            return _error(503, "Loading model")
+        if fault == "http_429":
+            return _error(429, "Rate limit reached (injected)", headers={"Retry-After": "1"})
+        if fault == "http_400":
+            # a careless server echoing the credentials back: the client must not save them
+            return _error(400, f"Bad request from {request.headers.get('Authorization', '-')}")
+        if fault == "reset":
+            _abort(request)
+            return web.Response()  # never sent: the socket is gone
+        if fault == "stall_first":
+            await asyncio.sleep(self.cfg.stall_s)
+        return None
+
+    async def _mid_fault(self, fault: str, request: web.Request, resp: web.StreamResponse) -> bool:
+        """Misbehave mid-stream. True when the response is over."""
+        if fault == "disconnect":
+            _abort(request)
+            return True
+        if fault == "stall_stream":
+            await asyncio.sleep(self.cfg.stall_s)
+            return False
+        if fault == "malformed":
+            await resp.write(b'data: {"choices": [{"delta": {"content": "x"\n\n')
+            return False
+        if fault == "non_utf8":
+            await resp.write(b'data: {"choices": [{"delta": {"content": "\xff\xfe\xfd"}}]}\n\n')
+            return False
+        if fault == "error_event":
+            await resp.write(_chunk({"error": {"message": "out of memory (injected)", "type": "server_error",
+                                               "code": 500}}))
+            await resp.write_eof()
+            return True
+        if fault == "oversized":
+            big = "x" * (4 * 1024 * 1024)
+            await resp.write(_chunk({"choices": [{"index": 0, "delta": {"content": big}, "finish_reason": None}]}))
+        return False
+
+    async def _raw_slow(self, request: web.Request, chunks: list[tuple[float, bytes]], entry: dict[str, Any],
+                        first_token: int) -> web.StreamResponse:
+        """Write the HTTP response by hand, headers one line every 0.2 s, then the events, then close."""
+        transport = request.transport
+        assert transport is not None
+        head = [b"HTTP/1.1 200 OK\r\n", b"Content-Type: text/event-stream\r\n", b"Connection: close\r\n",
+                b"\r\n"]
+        for line in head:
+            transport.write(line)
+            await asyncio.sleep(0.2)
+        for j, (_, data) in enumerate(chunks):
+            if j == first_token:
+                entry["first_ns"] = perf_counter_ns()
+            transport.write(data)
+        entry["last_ns"] = perf_counter_ns()
+        transport.close()
+        return web.Response()
+
+
+MID_STREAM = {"disconnect", "stall_stream", "malformed", "non_utf8", "error_event", "oversized"}
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    etype = "invalid_request_error" if status < 500 else "server_error"
+    return web.json_response({"error": {"message": message, "type": etype, "code": status}}, status=status,
+                             headers=headers)
+
+
+def _abort(request: web.Request) -> None:
+    """Close with a TCP reset (SO_LINGER 0), like a crashed or overloaded server."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        import socket
+        import struct
+
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 async def serve(cfg: MockConfig, ready_line: bool = True) -> None:
