@@ -98,6 +98,7 @@ def test_sigterm_writes_partial_result(mock_server, tmp_path):
 def test_bad_input_is_one_line_exit_2(args, needle):
     p = tpsload("run", *args, check=2)
     assert needle in p.stderr
+    assert p.stderr.count("\n") == 1, p.stderr  # one line
     assert "Traceback" not in p.stderr
 
 

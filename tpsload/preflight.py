@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +46,15 @@ async def preflight(cfg: RunConfig, session: aiohttp.ClientSession, timeout: flo
     try:
         status, body, server_hdr = await _get(session, models_url, headers, timeout)
     except aiohttp.ClientConnectorError as e:
-        raise TpsloadError(f"cannot reach {cfg.base_url} ({e.os_error.strerror if e.os_error else e}): "
-                           "is the server running? (--base-url / --host --port)") from None
+        err = e.os_error
+        if isinstance(err, socket.gaierror):
+            why = f"cannot resolve the host name: {err.strerror}"
+        elif err is not None and err.errno and err.errno > 0:
+            why = os.strerror(err.errno).lower()
+        else:
+            why = str(err or e)
+        raise TpsloadError(f"cannot reach {cfg.base_url} ({why}): is the server running? "
+                           "(--base-url / --host --port)") from None
     except asyncio.TimeoutError:
         raise TpsloadError(f"{models_url} did not answer within {timeout:g} s (--base-url)") from None
     except aiohttp.ClientSSLError as e:

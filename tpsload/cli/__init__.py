@@ -33,8 +33,13 @@ def main() -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.UsageError as e:
+        # one line, naming the flag; --help has the rest
+        where = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
+        click.echo(f"tpsload: {e.format_message()}{where}", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"tpsload: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("tpsload: aborted", err=True)
