@@ -52,10 +52,10 @@ def llama_server():
 
     running = {}
 
-    def get(np=4, ctx=4096):
-        key = (np, ctx)
+    def get(np=4, ctx=4096, extra=()):
+        key = (np, ctx, tuple(extra))
         if key not in running:
-            running[key] = LlamaServer(np=np, ctx=ctx).start()
+            running[key] = LlamaServer(np=np, ctx=ctx, extra=tuple(extra)).start()
         return running[key]
 
     yield get

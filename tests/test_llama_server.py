@@ -13,8 +13,9 @@ MAX_TOKENS = 48
 
 def run(base_url, tmp_path, *args, check=0):
     out, rec = tmp_path / "r.json", tmp_path / "r.jsonl"
-    p = tpsload("run", "--base-url", base_url, "--json", str(out), "--records", str(rec), "--max-tokens",
-                str(MAX_TOKENS), "--ignore-eos", *args, check=check, timeout=300)
+    length = [] if "--output-tokens" in args else ["--max-tokens", str(MAX_TOKENS), "--ignore-eos"]
+    p = tpsload("run", "--base-url", base_url, "--json", str(out), "--records", str(rec), *length, *args,
+                check=check, timeout=300)
     return load_json(out), [json.loads(line) for line in rec.read_text().splitlines()], p
 
 
@@ -74,3 +75,35 @@ def test_original_script_invocation(llama_server, tmp_path):
     assert res["tokens"] == res["summary"]["output_tokens"]["mean"]
     assert res["tokens_per_second"] > 0
     assert any("not in /v1/models" in w for w in res["warnings"])
+
+
+# Gemma 3 uses sliding-window attention: llama-server reuses a cached prompt prefix for
+# such models only with --swa-full (without it, cached tokens stay ~0 whatever is sent).
+CACHING = ("--swa-full",)
+
+
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_input_tokens_exact_with_server_tokenizer(llama_server, tmp_path, endpoint):
+    srv = llama_server(np=4, extra=CACHING)
+    res, records, _ = run(srv.base_url, tmp_path, "-n", "4", "--input-tokens", "512", "--output-tokens", "24",
+                          "--endpoint", endpoint)
+    w = res["workload"]
+    assert w["length_counter"] == "server /tokenize (llama.cpp)" and w["lengths_exact"] is True
+    for r in records:
+        assert r["prompt_tokens"] == 512  # exact: sized with the server's own tokenizer and template
+        assert r["output_tokens"] == 24 and r["token_counts"]["usage"] == 24
+    assert w["observed"]["input_length_error"]["max"] == 0 and w["observed"]["stopped_early"] == 0
+    assert not res["warnings"]
+
+
+def test_cache_busting_and_shared_prefix(llama_server, tmp_path):
+    srv = llama_server(np=4, extra=CACHING)
+    _, busted, _ = run(srv.base_url, tmp_path, "-n", "6", "--input-tokens", "384", "--output-tokens", "4",
+                       "--endpoint", "completions", "--seed", "11")
+    assert all(r["cached_tokens"] <= 8 for r in busted), [r["cached_tokens"] for r in busted]
+    res, shared, _ = run(srv.base_url, tmp_path, "-n", "6", "--input-tokens", "384", "--output-tokens", "4",
+                         "--endpoint", "completions", "--shared-prefix", "256", "--seed", "12")
+    cached = [r["cached_tokens"] for r in shared]
+    # the first request of the series fills the cache; the rest find the shared 256 tokens (+BOS)
+    assert all(256 <= c <= 270 for c in cached[1:]), cached
+    assert res["workload"]["observed"]["cached_tokens"]["p50"] >= 256

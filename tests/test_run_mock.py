@@ -103,7 +103,7 @@ def test_llama_props_preflight_warns_about_slots(mock_server, tmp_path):
     m = mock_server(ttft_ms=5, itl_ms=1, llama_props=2, n_ctx=64, close_after_stream=True)
     res, _, p = run(m.base_url, tmp_path, "-c", "4", "-n", "8", "--max-tokens", "100")
     text = " ".join(res["warnings"])
-    assert "exceeds llama-server's 2 slots" in text and "context" in text
+    assert "exceeds llama-server's 2 slots" in text and "slot holds 64" in text
     assert "warning:" in p.stderr
     assert res["server"]["llama_cpp"]["total_slots"] == 2
     assert res["summary"]["requests_ok"] == 8

@@ -35,8 +35,20 @@ class RunConfig:
     max_errors: int | None = None
     max_error_rate: float | None = None
     insecure: bool = False
-    prompts: tuple[str, ...] = ("Say hi",)
-    prompt_source: str = "default"
+    prompt: str | None = None
+    prompt_file: str | None = None
+    dataset: str | None = None
+    dataset_format: str = "auto"
+    input_tokens: int | None = None
+    input_tokens_stddev: float = 0.0
+    input_tokens_min: int | None = None
+    input_tokens_max: int | None = None
+    output_from_dataset: bool = False
+    shared_prefix: int = 0
+    cache_bust: bool = True
+    seed: int = 0
+    system: str | None = None
+    save_prompts: str | None = None
     max_tokens: int | None = None
     ignore_eos: bool = False
     temperature: float | None = None
@@ -73,7 +85,7 @@ class RunConfig:
         """Every option that shaped the run, without secrets (for the result JSON)."""
         d = dataclasses.asdict(self)
         d.pop("api_key")
-        d.pop("prompts")
+        d["prompt"] = None if self.prompt is None else self.prompt[:200]
         d["api_key_set"] = bool(self.api_key)
         d["headers"] = {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in self.headers}
         return d

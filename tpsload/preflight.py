@@ -74,6 +74,8 @@ async def preflight(cfg: RunConfig, session: aiohttp.ClientSession, timeout: flo
     if server_hdr:
         info.server["server_header"] = server_hdr
     await _llama_props(cfg, session, headers, timeout, info)
+    if not info.llama_cpp:
+        await _vllm_version(cfg, session, headers, timeout, info)
     if not cfg.model:
         if not ids:
             raise TpsloadError(f"cannot pick a model: {models_url} answered HTTP {status} with no model list; "
@@ -86,6 +88,16 @@ async def preflight(cfg: RunConfig, session: aiohttp.ClientSession, timeout: flo
         else:
             raise TpsloadError(f"model {cfg.model!r} is not served here; available: {', '.join(ids)} (--model)")
     return info
+
+
+async def _vllm_version(cfg: RunConfig, session: aiohttp.ClientSession, headers: dict[str, str],
+                        timeout: float, info: ServerInfo) -> None:
+    try:
+        status, body, _ = await _get(session, server_root(cfg.base_url) + "/version", headers, timeout)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return
+    if status == 200 and isinstance(body, dict) and isinstance(body.get("version"), str):
+        info.server["vllm_version"] = body["version"]
 
 
 async def _llama_props(cfg: RunConfig, session: aiohttp.ClientSession, headers: dict[str, str],
@@ -111,8 +123,3 @@ async def _llama_props(cfg: RunConfig, session: aiohttp.ClientSession, headers: 
         info.warnings.append(f"--concurrency {cfg.concurrency} exceeds llama-server's {slots} slots: "
                              f"{cfg.concurrency - slots} requests will queue and TTFT will include the wait "
                              "(start the server with -np N to add slots)")
-    if isinstance(n_ctx, int) and cfg.max_tokens:
-        longest = max(len(p) for p in cfg.prompts) // 3 + cfg.max_tokens  # ~3+ chars a token: an upper bound
-        if longest > n_ctx:
-            info.warnings.append(f"prompt + --max-tokens {cfg.max_tokens} may exceed a slot's context of {n_ctx} "
-                                 "tokens (llama-server splits -c over -np slots); requests may fail with 400")

@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from .. import prepare
+from ..checks import context_warning, workload_checks
 from ..client import Client, make_session
 from ..config import RunConfig, TpsloadError, check_base_url, parse_extra_body, parse_header
 from ..export import json as export_json
@@ -20,9 +22,8 @@ from ..preflight import preflight
 from ..result import build_result
 from ..runner import MIN_REQUESTS_FOR_RATE, Runner, RunState
 from ..tokens import Tokenizer, resolve_pending
-from ..workload import Workload, read_prompt_file
+from ..workload import Workload
 
-DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 DEFAULT_MAX_TOKENS = 256
 
 
@@ -74,12 +75,32 @@ def build_config(o: dict[str, Any], sources: dict[str, Any]) -> RunConfig:
         raise TpsloadError("no server given: pass --base-url URL (or --host/--port, or set OPENAI_BASE_URL), "
                            "or --mock to benchmark the bundled mock server")
     base_url = check_base_url(base_url)
-    if o["prompt"] is not None and o["prompt_file"]:
-        raise TpsloadError("give either --prompt or --prompt-file, not both")
-    if o["prompt_file"]:
-        prompts, source = read_prompt_file(o["prompt_file"]), f"file:{o['prompt_file']}"
-    else:
-        prompts, source = (o["prompt"] if o["prompt"] is not None else DEFAULT_PROMPT,), "prompt"
+    given = [f for f in ("prompt", "prompt_file", "dataset", "input_tokens") if o[f] is not None]
+    if len(given) > 1:
+        raise TpsloadError("give one prompt source: " + " or ".join("--" + f.replace("_", "-") for f in given))
+    max_tokens, ignore_eos, from_dataset = o["max_tokens"], o["ignore_eos"], False
+    if o["output_tokens"] is not None:
+        if explicit("max_tokens"):
+            raise TpsloadError("give either --output-tokens or --max-tokens, not both")
+        if o["output_tokens"] == "dataset":
+            if not o["dataset"]:
+                raise TpsloadError("--output-tokens dataset needs --dataset")
+            from_dataset = True
+        else:
+            try:
+                max_tokens = int(o["output_tokens"])
+            except ValueError:
+                raise TpsloadError(f"--output-tokens {o['output_tokens']!r}: a number of tokens, or 'dataset'") \
+                    from None
+            if max_tokens < 1:
+                raise TpsloadError("--output-tokens must be at least 1")
+        ignore_eos = True
+    if o["shared_prefix"] and (o["input_tokens"] is None or o["shared_prefix"] >= o["input_tokens"]):
+        raise TpsloadError("--shared-prefix N needs --input-tokens larger than N")
+    if o["system"] is not None and o["endpoint"] != "chat":
+        raise TpsloadError("--system needs --endpoint chat")
+    if o["input_tokens_min"] and o["input_tokens_max"] and o["input_tokens_min"] > o["input_tokens_max"]:
+        raise TpsloadError("--input-tokens-min is larger than --input-tokens-max")
     load_flags = any(o[k] is not None for k in ("concurrency", "requests", "duration"))
     concurrency = o["concurrency"] or 1
     duration = parse_duration(o["duration"])
@@ -93,7 +114,12 @@ def build_config(o: dict[str, Any], sources: dict[str, Any]) -> RunConfig:
         first_byte_timeout_s=o["first_byte_timeout"],
         max_response_bytes=int(o["max_response_mb"] * 1024 * 1024) if o["max_response_mb"] else None,
         max_errors=o["max_errors"], max_error_rate=parse_rate(o["max_error_rate"]),
-        prompts=prompts, prompt_source=source, max_tokens=o["max_tokens"], ignore_eos=o["ignore_eos"],
+        prompt=o["prompt"], prompt_file=o["prompt_file"], dataset=o["dataset"], dataset_format=o["dataset_format"],
+        input_tokens=o["input_tokens"], input_tokens_stddev=o["input_tokens_stddev"],
+        input_tokens_min=o["input_tokens_min"], input_tokens_max=o["input_tokens_max"],
+        output_from_dataset=from_dataset, shared_prefix=o["shared_prefix"], cache_bust=not o["no_cache_bust"],
+        seed=o["seed"], system=o["system"], save_prompts=o["save_prompts"],
+        max_tokens=max_tokens, ignore_eos=ignore_eos,
         temperature=o["temperature"], concurrency=concurrency, requests=requests, duration_s=duration,
         warmup=o["warmup"], grace_s=o["grace"], tokenizer=o["tokenizer"], single=not load_flags,
         mock=o["mock"],
@@ -111,6 +137,8 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
     workload_desc: dict[str, Any] = {}
     model = cfg.model or ""
     progress = None
+    tokenizer: Tokenizer | None = None
+    workload: Workload | None = None
     client = None
     try:
         async with make_session(4, min(cfg.timeout_s, 30.0), cfg.insecure) as probe:
@@ -120,8 +148,16 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
         warnings += info.warnings
         for w in info.warnings:
             click.echo(f"warning: {w}", err=True)
-        workload = Workload(cfg, model)
+        tokenizer = Tokenizer(cfg.tokenizer, notice=lambda m: click.echo(m, err=True))
+        async with make_session(8, min(cfg.timeout_s, 60.0), cfg.insecure) as prep:
+            workload = await prepare.build(cfg, prep, model, server, tokenizer)
+        if cfg.save_prompts:
+            export_json.write_text(cfg.save_prompts, workload.dump())
         workload_desc = workload.describe()
+        ctx_warning = context_warning(server, workload)
+        if ctx_warning:
+            warnings.append(ctx_warning)
+            click.echo(f"warning: {ctx_warning}", err=True)
         limit = cfg.concurrency + 4
         session = partial(make_session, limit, cfg.timeout_s, cfg.insecure)
         client = Client(session(force_close=info.llama_cpp), cfg.url, cfg.request_headers(), cfg.stream,
@@ -146,7 +182,13 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
             await client.close()
         if progress:
             progress.close()
-    resolve_pending(state.records, Tokenizer(cfg.tokenizer, notice=lambda m: click.echo(m, err=True)))
+    if tokenizer is None:
+        tokenizer = Tokenizer(cfg.tokenizer, notice=lambda m: click.echo(m, err=True))
+    resolve_pending(state.records, tokenizer)
+    if workload is not None:
+        observed, more = workload_checks(state.records, workload)
+        workload_desc["observed"] = observed
+        warnings += more
     result = build_result(cfg, state, workload_desc, server, started_at, warnings)
     result["model"] = model
     return result, state
@@ -213,8 +255,26 @@ def execute(cfg: RunConfig, json_path: str | None, records_path: str | None, qui
 @click.option("--max-error-rate", default=None, metavar="RATE",
               help=f"Stop when more than this share fails (e.g. 5%), judged after {MIN_REQUESTS_FOR_RATE} requests.")
 @click.option("--insecure", is_flag=True, help="Skip TLS certificate verification.")
-@click.option("--prompt", default=None, help="Prompt text.")
+@click.option("--prompt", default=None, help="Prompt text [default: a short story request].")
 @click.option("--prompt-file", type=click.Path(dir_okay=False), help="One prompt per line, used in turn.")
+@click.option("--dataset", type=click.Path(dir_okay=False),
+              help="Prompts from a dataset: .txt (a line each), .jsonl (prompt or messages), .json (ShareGPT).")
+@click.option("--dataset-format", type=click.Choice(["auto", "text", "jsonl", "sharegpt"]), default="auto",
+              show_default=True)
+@click.option("--input-tokens", type=click.IntRange(min=1), default=None,
+              help="Synthetic prompts of this many tokens, sized with the server's own tokenizer when it has one.")
+@click.option("--input-tokens-stddev", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--input-tokens-min", type=click.IntRange(min=1), default=None)
+@click.option("--input-tokens-max", type=click.IntRange(min=1), default=None)
+@click.option("--output-tokens", default=None, metavar="M|dataset",
+              help="Generate exactly M tokens (max_tokens + ignore_eos), or the dataset's reply lengths.")
+@click.option("--shared-prefix", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Synthetic prompts share their first N tokens (measures prompt caching).")
+@click.option("--no-cache-bust", is_flag=True,
+              help="Do not start each synthetic prompt with a unique tag (prompt caches may then hit).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic prompts and order.")
+@click.option("--system", default=None, help="System prompt (chat).")
+@click.option("--save-prompts", metavar="PATH", help="Write the requests' prompts as a JSONL dataset.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True)
 @click.option("--ignore-eos", is_flag=True, help="Ask the server to generate exactly --max-tokens.")
 @click.option("--temperature", type=float, default=None)
