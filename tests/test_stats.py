@@ -36,12 +36,12 @@ def test_per_request_hand_computed():
     # sent at 0, first token at 100 ms, then 3 more tokens every 20 ms -> last at 160
     r = rec(0, 0, [100, 120, 140, 160], out=4, prompt=50)
     pr = per_request([r])
-    assert pr.ttft_ms.tolist() == [100.0]
-    assert pr.e2e_latency_ms.tolist() == [160.0]
-    assert pr.tpot_ms.tolist() == [20.0]
-    assert pr.decode_tps.tolist() == pytest.approx([50.0])  # 3 tokens / 60 ms
-    assert pr.e2e_tps.tolist() == pytest.approx([4 / 0.160])
-    assert pr.prefill_tps.tolist() == pytest.approx([500.0])  # 50 tokens / 100 ms
+    assert pr.column("ttft_ms").tolist() == [100.0]
+    assert pr.column("e2e_latency_ms").tolist() == [160.0]
+    assert pr.column("tpot_ms").tolist() == [20.0]
+    assert pr.column("decode_tps").tolist() == pytest.approx([50.0])  # 3 tokens / 60 ms
+    assert pr.column("e2e_tps").tolist() == pytest.approx([4 / 0.160])
+    assert pr.column("prefill_tps").tolist() == pytest.approx([500.0])  # 50 tokens / 100 ms
     assert pr.icl_ms.tolist() == [20.0, 20.0, 20.0]
     assert pr.itl_ms.tolist() == [20.0, 20.0, 20.0]
 
@@ -52,12 +52,12 @@ def test_itl_spreads_multi_token_chunks():
     pr = per_request([r])
     assert pr.icl_ms.tolist() == [30.0, 10.0]
     assert pr.itl_ms.tolist() == [10.0, 10.0, 10.0, 10.0]
-    assert pr.tpot_ms.tolist() == [10.0]
+    assert pr.column("tpot_ms").tolist() == [10.0]
 
 
 def test_one_token_has_no_tpot_or_decode():
     pr = per_request([rec(0, 0, [50], out=1)])
-    assert pr.ttft_ms.tolist() == [50.0] and pr.tpot_ms.size == 0 and pr.decode_tps.size == 0
+    assert pr.column("ttft_ms").tolist() == [50.0] and pr.column("tpot_ms").size == 0 and pr.column("decode_tps").size == 0
 
 
 def test_summary_throughput_errors_and_warmup():

@@ -38,14 +38,14 @@ async def _on_reuse(session: Any, ctx: Any, params: Any) -> None:
 
 def make_session(limit: int, timeout_s: float | None, insecure: bool,
                  force_close: bool = False) -> aiohttp.ClientSession:
-    """One shared session; its pool holds at least one connection per concurrent request.
+    """One shared session; its pool holds at least one connection per concurrent request (0: no limit).
 
     `force_close` opens a connection per request: for servers that close the socket
     after a stream while claiming keep-alive (llama-server), where a pooled
     connection would be dead by the time it is reused.
     """
     ssl_ctx: Any = False if insecure else ssl.create_default_context()
-    connector = aiohttp.TCPConnector(limit=max(limit, 1), limit_per_host=0, ssl=ssl_ctx,
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ssl=ssl_ctx,
                                      enable_cleanup_closed=False, ttl_dns_cache=None, force_close=force_close)
     trace = aiohttp.TraceConfig()
     trace.on_connection_reuseconn.append(_on_reuse)  # tells a stale pooled socket from a real reset

@@ -52,7 +52,11 @@ class RunConfig:
     max_tokens: int | None = None
     ignore_eos: bool = False
     temperature: float | None = None
-    concurrency: int = 1
+    concurrency: int = 1  # closed loop: requests in flight; open loop: the cap (0 = none)
+    rate: float | None = None  # open loop: requests per second
+    slos: tuple[str, ...] = ()
+    arrival: str = "poisson"
+    burstiness: float = 1.0
     requests: int | None = 1
     duration_s: float | None = None
     warmup: int = 0

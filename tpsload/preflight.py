@@ -119,7 +119,7 @@ async def _llama_props(cfg: RunConfig, session: aiohttp.ClientSession, headers: 
         "model_path": props.get("model_path"),
         "build_info": props.get("build_info"),
     }
-    if isinstance(slots, int) and cfg.concurrency > slots:
+    if isinstance(slots, int) and not cfg.rate and cfg.concurrency > slots:
         info.warnings.append(f"--concurrency {cfg.concurrency} exceeds llama-server's {slots} slots: "
                              f"{cfg.concurrency - slots} requests will queue and TTFT will include the wait "
                              "(start the server with -np N to add slots)")

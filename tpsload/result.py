@@ -7,11 +7,11 @@ import os
 import platform
 from typing import Any
 
-from . import __version__
+from . import __version__, slo
 from .config import RunConfig
 from .health import verdict
 from .runner import RunState
-from .stats import errors, legacy_fields, summarize
+from .stats import errors, legacy_fields, per_request, summarize
 
 
 def client_host() -> dict[str, Any]:
@@ -45,7 +45,13 @@ def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], serv
                  if not r.warmup and r.t_send is not None and r.t_sched is not None]
     health = verdict(state.lags.lags_ms, send_lags, state.cpu_s, state.wall_s)
     measured = [r for r in records if not r.warmup]
-    summary = summarize(records, cfg.concurrency)
+    pr = per_request([r for r in measured if r.ok])
+    summary = summarize(records, cfg.concurrency, open_loop=bool(cfg.rate), pr=pr)
+    verdict_slo = slo.evaluate([slo.parse(t) for t in cfg.slos], pr, summary)
+    summary["goodput"] = verdict_slo["goodput"]
+    summary["goodput_tokens"] = verdict_slo["goodput_tokens"]
+    if cfg.rate:
+        summary["offered_rate"] = cfg.rate
     acct = accounting(measured)
     if not acct["balanced"]:
         warnings = [*warnings, f"ACCOUNTING MISMATCH: {acct['unaccounted']} started requests are neither ok, failed "
@@ -61,6 +67,7 @@ def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], serv
         "client": client_host(),
         "summary": summary,
         "client_health": health,
+        "slo": verdict_slo if cfg.slos else None,
         "errors": errors(records),
         "warnings": warnings,
         "requests_started": len(measured),

@@ -34,70 +34,85 @@ def dist(values: Any) -> dict[str, float] | None:
     return d
 
 
+REQUEST_METRICS = ("ttft_ms", "e2e_latency_ms", "tpot_ms", "decode_tps", "e2e_tps", "prefill_tps",
+                   "ttft_sched_ms", "e2e_latency_sched_ms")
+
+
+def request_metrics(r: RequestRecord) -> dict[str, float]:
+    """The per-request metrics of METRICS.md for one successful request; absent when undefined."""
+    send = r.t_send
+    out = r.output_tokens or 0
+    m: dict[str, float] = {"output_tokens": out}
+    if r.t_last is not None and r.t_last > send:
+        lat = r.t_last - send
+        m["e2e_latency_ms"] = lat / MS
+        m["e2e_tps"] = out * NS / lat
+        if r.t_sched is not None:
+            m["e2e_latency_sched_ms"] = (r.t_last - r.t_sched) / MS
+    if r.t_first is None:
+        return m
+    ttft = r.t_first - send  # TTFT: first output-bearing chunk minus send
+    m["ttft_ms"] = ttft / MS
+    if r.t_sched is not None:
+        m["ttft_sched_ms"] = (r.t_first - r.t_sched) / MS
+    if r.prompt_tokens and ttft > 0:
+        m["prefill_tps"] = r.prompt_tokens * NS / ttft
+    span = r.t_last - r.t_first if r.t_last is not None else 0
+    if out > 1 and span > 0:
+        m["tpot_ms"] = span / (out - 1) / MS
+        m["decode_tps"] = (out - 1) * NS / span
+    return m
+
+
+def gaps(r: RequestRecord) -> tuple[np.ndarray, np.ndarray]:
+    """(icl, itl) in ms: gaps between output chunks, and the same spread over the tokens each carried."""
+    if len(r.chunk_times) < 2:
+        return np.empty(0), np.empty(0)
+    icl = np.diff(np.frombuffer(r.chunk_times, dtype=np.int64)) / MS
+    k = r.chunk_tokens
+    if k is None or len(k) != len(r.chunk_times):
+        return icl, icl
+    # a gap that brought k tokens counts as k samples of gap / k
+    kk = np.frombuffer(k, dtype=np.int64)[1:]
+    pos = kk > 0
+    return icl, np.repeat(icl[pos] / kk[pos], kk[pos])
+
+
 @dataclass(frozen=True, slots=True)
 class PerRequest:
-    """Per-request metric arrays over successful measured requests (ms, tokens/s)."""
+    """Per-request metrics over successful measured requests: a row each, plus pooled gaps."""
 
-    ttft_ms: np.ndarray
-    e2e_latency_ms: np.ndarray
-    tpot_ms: np.ndarray
-    decode_tps: np.ndarray
-    e2e_tps: np.ndarray
-    prefill_tps: np.ndarray
+    rows: list[dict[str, float]]
     icl_ms: np.ndarray
     itl_ms: np.ndarray
 
+    def column(self, name: str) -> np.ndarray:
+        """One metric over the requests where it is defined."""
+        return np.fromiter((row[name] for row in self.rows if name in row), np.float64)
+
 
 def per_request(ok: Sequence[RequestRecord]) -> PerRequest:
-    ttft, e2e, tpot, dtps, etps, ptps = [], [], [], [], [], []
-    icl_parts: list[np.ndarray] = []
-    itl_parts: list[np.ndarray] = []
+    rows = [request_metrics(r) for r in ok]
+    icl_parts, itl_parts = [], []
     for r in ok:
-        send = r.t_send
-        out = r.output_tokens or 0
-        if r.t_last is not None and r.t_last > send:
-            lat = r.t_last - send
-            e2e.append(lat / MS)
-            etps.append(out * NS / lat)
-        if r.t_first is None:
-            continue
-        t = r.t_first - send
-        ttft.append(t / MS)
-        if r.prompt_tokens and t > 0:
-            ptps.append(r.prompt_tokens * NS / t)
-        span = r.t_last - r.t_first
-        if out > 1 and span > 0:
-            tpot.append(span / (out - 1) / MS)
-            dtps.append((out - 1) * NS / span)
-        if len(r.chunk_times) > 1:
-            gaps = np.diff(np.frombuffer(r.chunk_times, dtype=np.int64)) / MS
-            icl_parts.append(gaps)
-            k = r.chunk_tokens
-            if k is not None and len(k) == len(r.chunk_times):
-                # a gap that brought k tokens counts as k samples of gap / k
-                kk = np.frombuffer(k, dtype=np.int64)[1:]
-                pos = kk > 0
-                itl_parts.append(np.repeat(gaps[pos] / kk[pos], kk[pos]))
-            else:
-                itl_parts.append(gaps)
-    def f(xs: list[float]) -> np.ndarray:
-        return np.asarray(xs, dtype=np.float64)
-
-    def cat(parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.empty(0)
-
-    return PerRequest(f(ttft), f(e2e), f(tpot), f(dtps), f(etps), f(ptps), cat(icl_parts), cat(itl_parts))
+        icl, itl = gaps(r)
+        icl_parts.append(icl)
+        itl_parts.append(itl)
+    return PerRequest(rows, np.concatenate(icl_parts) if ok else np.empty(0),
+                      np.concatenate(itl_parts) if ok else np.empty(0))
 
 
 def _end(r: RequestRecord) -> int:
     return r.t_done or r.t_end or r.t_last or r.t_send
 
 
-def load_shape(measured: Sequence[RequestRecord], target: int) -> tuple[float | None, float | None]:
+def load_shape(measured: Sequence[RequestRecord], target: int | None) -> tuple[float | None, float | None]:
     """(concurrency_achieved, steady_output_throughput) from the in-flight timeline.
 
-    Steady throughput counts only tokens whose chunks arrived while the number of
-    requests in flight was at its target, over that window's length (METRICS.md).
+    Steady throughput counts only tokens whose chunks arrived in the steady window, over
+    that window's length (METRICS.md): closed loop (`target` = the concurrency), while the
+    number in flight was at its target; open loop (`target` None), after ramp-up (the
+    first send plus a median request's latency) and before drain (the last send).
     """
     sent = [r for r in measured if r.t_send is not None]
     if not sent:
@@ -112,8 +127,23 @@ def load_shape(measured: Sequence[RequestRecord], target: int) -> tuple[float | 
     dt = np.diff(t)
     span = t[-1] - t[0]
     conc = float((c[:-1] * dt).sum() / span) if span > 0 else None
-    steady_mask = c[:-1] >= target
-    window = int(dt[steady_mask].sum())
+    if target is not None:
+        steady_mask = c[:-1] >= target
+        window = int(dt[steady_mask].sum())
+
+        def inside(ct: np.ndarray) -> np.ndarray:
+            idx = np.searchsorted(t, ct, side="right") - 1
+            ok = (idx < len(dt)) & (idx >= 0)
+            ok[ok] = steady_mask[idx[ok]]
+            return ok
+    else:
+        lat = [r.t_last - r.t_send for r in sent if r.ok and r.t_last is not None]
+        lo = int(starts.min() + (np.median(lat) if lat else 0))
+        hi = int(starts.max())
+        window = hi - lo
+
+        def inside(ct: np.ndarray) -> np.ndarray:
+            return (ct >= lo) & (ct < hi)
     if window <= 0:
         return conc, None
     tokens = 0.0
@@ -121,18 +151,30 @@ def load_shape(measured: Sequence[RequestRecord], target: int) -> tuple[float | 
         n = len(r.chunk_times)
         if not r.ok or n == 0 or not r.output_tokens:
             continue
-        ct = np.frombuffer(r.chunk_times, dtype=np.int64)
-        idx = np.searchsorted(t, ct, side="right") - 1
-        inside = (idx < len(dt)) & (idx >= 0)
-        inside[inside] = steady_mask[idx[inside]]
+        mask = inside(np.frombuffer(r.chunk_times, dtype=np.int64))
         if r.chunk_tokens is not None and len(r.chunk_tokens) == n:
-            tokens += float(np.frombuffer(r.chunk_tokens, dtype=np.int64)[inside].sum())
+            tokens += float(np.frombuffer(r.chunk_tokens, dtype=np.int64)[mask].sum())
         else:
-            tokens += r.output_tokens * float(inside.sum()) / n
+            tokens += r.output_tokens * float(mask.sum()) / n
     return conc, tokens * NS / window
 
 
-def summarize(records: Sequence[RequestRecord], concurrency: int) -> dict[str, Any]:
+def schedule(measured: Sequence[RequestRecord], pr: PerRequest) -> dict[str, Any]:
+    """Open loop: how well the schedule was kept, and latencies from the scheduled time."""
+    sends = sorted(r.t_send for r in measured if r.t_send is not None)
+    achieved = (len(sends) - 1) * NS / (sends[-1] - sends[0]) if len(sends) > 1 and sends[-1] > sends[0] else None
+    return {
+        "achieved_rate": achieved,
+        "send_lag_ms": dist([(r.t_send - r.t_sched) / MS for r in measured
+                             if r.t_send is not None and r.t_sched is not None]),
+        # from the scheduled send: includes any wait for the client or the cap (no coordinated omission)
+        "ttft_sched_ms": dist(pr.column("ttft_sched_ms")),
+        "e2e_latency_sched_ms": dist(pr.column("e2e_latency_sched_ms")),
+    }
+
+
+def summarize(records: Sequence[RequestRecord], concurrency: int, open_loop: bool = False,
+              pr: PerRequest | None = None) -> dict[str, Any]:
     """The `summary` object of the result JSON."""
     measured = [r for r in records if not r.warmup]
     ok = [r for r in measured if r.ok]
@@ -142,14 +184,15 @@ def summarize(records: Sequence[RequestRecord], concurrency: int) -> dict[str, A
     duration = (max(ends) - min(sends)) / NS if sends else 0.0
     out_tokens = sum(r.output_tokens or 0 for r in ok)
     prompt_tokens = sum(r.prompt_tokens or 0 for r in ok)
-    pr = per_request(ok)
-    target = max(1, min(concurrency, len(measured)))
+    pr = pr or per_request(ok)
+    target = None if open_loop else max(1, min(concurrency, len(measured)))
     conc, steady = load_shape(measured, target)
 
     def rate(x: float) -> float | None:
         return x / duration if duration > 0 else None
 
     by_class = Counter(r.error_class for r in measured if r.error_class)
+    extra = schedule(measured, pr) if open_loop else {}
     return {
         "requests_ok": len(ok),
         "requests_failed": len(failed),
@@ -164,14 +207,14 @@ def summarize(records: Sequence[RequestRecord], concurrency: int) -> dict[str, A
         "error_rate": len(failed) / (len(ok) + len(failed)) if (ok or failed) else None,
         "output_tokens_total": out_tokens,
         "prompt_tokens_total": prompt_tokens,
-        "ttft_ms": dist(pr.ttft_ms),
+        "ttft_ms": dist(pr.column("ttft_ms")),
         "itl_ms": dist(pr.itl_ms),
         "icl_ms": dist(pr.icl_ms),
-        "tpot_ms": dist(pr.tpot_ms),
-        "e2e_latency_ms": dist(pr.e2e_latency_ms),
-        "decode_tps": dist(pr.decode_tps),
-        "e2e_tps": dist(pr.e2e_tps),
-        "prefill_tps": dist(pr.prefill_tps),
+        "tpot_ms": dist(pr.column("tpot_ms")),
+        "e2e_latency_ms": dist(pr.column("e2e_latency_ms")),
+        "decode_tps": dist(pr.column("decode_tps")),
+        "e2e_tps": dist(pr.column("e2e_tps")),
+        "prefill_tps": dist(pr.column("prefill_tps")),
         "output_tokens": dist([r.output_tokens for r in ok if r.output_tokens is not None]),
         "prompt_tokens": dist([r.prompt_tokens for r in ok if r.prompt_tokens is not None]),
         "cached_tokens": dist([r.cached_tokens for r in ok if r.cached_tokens is not None]),
@@ -179,6 +222,7 @@ def summarize(records: Sequence[RequestRecord], concurrency: int) -> dict[str, A
         "token_source_diff": token_source_diff(ok),
         "server_predicted_tps": dist([r.server_timings["predicted_per_second"] for r in ok
                                       if r.server_timings and r.server_timings.get("predicted_per_second")]),
+        **extra,
     }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .. import prepare
+from .. import prepare, slo
 from ..checks import context_warning, workload_checks
 from ..client import Client, make_session
 from ..config import RunConfig, TpsloadError, check_base_url, parse_extra_body, parse_header
@@ -101,12 +101,17 @@ def build_config(o: dict[str, Any], sources: dict[str, Any]) -> RunConfig:
         raise TpsloadError("--system needs --endpoint chat")
     if o["input_tokens_min"] and o["input_tokens_max"] and o["input_tokens_min"] > o["input_tokens_max"]:
         raise TpsloadError("--input-tokens-min is larger than --input-tokens-max")
-    load_flags = any(o[k] is not None for k in ("concurrency", "requests", "duration"))
-    concurrency = o["concurrency"] or 1
+    load_flags = any(o[k] is not None for k in ("concurrency", "requests", "duration", "rate"))
+    rate = o["rate"]
+    # closed loop: requests in flight; open loop (--rate): an optional cap, 0 = none
+    concurrency = o["concurrency"] or (0 if rate else 1)
     duration = parse_duration(o["duration"])
     requests = o["requests"]
     if requests is None and duration is None:
-        requests = 4 * concurrency if load_flags else 1
+        if rate:
+            requests = max(16, int(rate * 10))  # about ten seconds of load
+        else:
+            requests = 4 * concurrency if load_flags else 1
     return RunConfig(
         base_url=base_url, model=o["model"], api_key=o["api_key"] or None, endpoint=o["endpoint"],
         stream=o["stream"], headers=tuple(parse_header(h) for h in o["header"]),
@@ -121,6 +126,8 @@ def build_config(o: dict[str, Any], sources: dict[str, Any]) -> RunConfig:
         seed=o["seed"], system=o["system"], save_prompts=o["save_prompts"],
         max_tokens=max_tokens, ignore_eos=ignore_eos,
         temperature=o["temperature"], concurrency=concurrency, requests=requests, duration_s=duration,
+        rate=rate, arrival=o["arrival"], burstiness=o["burstiness"],
+        slos=tuple(slo.parse(t).text for t in o["slo"]),
         warmup=o["warmup"], grace_s=o["grace"], tokenizer=o["tokenizer"], single=not load_flags,
         mock=o["mock"],
     )
@@ -158,7 +165,7 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
         if ctx_warning:
             warnings.append(ctx_warning)
             click.echo(f"warning: {ctx_warning}", err=True)
-        limit = cfg.concurrency + 4
+        limit = cfg.concurrency + 4 if cfg.concurrency else 0  # 0: no limit (uncapped open loop)
         session = partial(make_session, limit, cfg.timeout_s, cfg.insecure)
         client = Client(session(force_close=info.llama_cpp), cfg.url, cfg.request_headers(), cfg.stream,
                         cfg.secrets(), fresh_session=partial(session, force_close=True),
@@ -203,7 +210,7 @@ def run_async(coro: Any) -> Any:
 
 
 def execute(cfg: RunConfig, json_path: str | None, records_path: str | None, quiet: bool,
-            mock_options: dict[str, Any]) -> int:
+            mock_options: dict[str, Any], fail_on_slo: bool = False) -> int:
     mock = None
     if cfg.mock:
         mock = MockProcess(**mock_options).start()
@@ -230,7 +237,13 @@ def execute(cfg: RunConfig, json_path: str | None, records_path: str | None, qui
         click.echo(f"tpsload: stopped early: {state.stop_reason}", err=True)
         return 1
     s = result["summary"]
-    return 1 if s["requests_ok"] == 0 and s["requests_failed"] > 0 else 0
+    if s["requests_ok"] == 0 and s["requests_failed"] > 0:
+        return 1
+    if fail_on_slo and result["slo"] and not result["slo"]["all_met"]:
+        missed = [v["slo"] for v in result["slo"]["objectives"] if not v["met"]]
+        click.echo(f"tpsload: SLO missed: {', '.join(missed)}", err=True)
+        return 1
+    return 0
 
 
 @click.command("run")
@@ -280,6 +293,16 @@ def execute(cfg: RunConfig, json_path: str | None, records_path: str | None, qui
 @click.option("--temperature", type=float, default=None)
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
               help="Requests in flight (closed loop) [default 1].")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Open loop: start requests at this rate (per second) on a fixed schedule; -c caps it.")
+@click.option("--arrival", type=click.Choice(["poisson", "constant", "gamma"]), default="poisson", show_default=True,
+              help="Open loop: how send times are spread.")
+@click.option("--burstiness", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Gamma arrivals: < 1 burstier than Poisson, > 1 smoother.")
+@click.option("--slo", multiple=True, metavar="OBJECTIVE",
+              help="Service-level objective, repeatable: ttft_p99<=2s, tpot_p50<=80ms, decode_tps_p10>=10, "
+                   "error_rate<=1%. Reported met/missed, with goodput.")
+@click.option("--fail-on-slo", is_flag=True, help="Exit 1 when an objective is missed.")
 @click.option("-n", "--requests", type=click.IntRange(min=1), default=None,
               help="Measured requests [default 4 x concurrency; 1 with no load flags].")
 @click.option("--duration", default=None, help="Stop starting requests after this long (30s, 5m).")
@@ -303,6 +326,6 @@ def run_command(ctx: click.Context, **o: Any) -> None:
     ctx.obj = {"debug": o["debug"]}
     cfg = build_config(o, sources)
     code = execute(cfg, o["json_path"], o["records_path"], o["quiet"],
-                   {"ttft_ms": o["mock_ttft_ms"], "itl_ms": o["mock_itl_ms"]})
+                   {"ttft_ms": o["mock_ttft_ms"], "itl_ms": o["mock_itl_ms"]}, fail_on_slo=o["fail_on_slo"])
     ctx.exit(code)
 

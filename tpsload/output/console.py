@@ -103,6 +103,15 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
                   "delay (use fewer streams per process, or --workers when available).")
     else:
         con.print(f"Client: ok ({lag_txt}, CPU {h['cpu_share']:.0%} of one core)")
+    if result.get("slo"):
+        v = result["slo"]
+        parts = []
+        for o in v["objectives"]:
+            shown = "–" if o["value"] is None else f"{o['value']:.3g}"
+            parts.append(f"{'[green]met[/]' if o['met'] else '[red]MISSED[/]'} {o['slo']} ({shown})")
+        con.print("SLOs: " + "; ".join(parts))
+        con.print(f"Goodput: {_f(s['goodput'], 2)} req/s, {_f(s['goodput_tokens'])} tok/s "
+                  f"({v['good_requests']} of {s['requests_ok']} requests met every per-request objective)")
     if "tokens_per_second" in result:
         con.print(f"Single request: {result['tokens']} tokens, {_f(result['elapsed_seconds'], 3)} s, "
                   f"{_f(result['tokens_per_second'])} tok/s ({result['mode']})")
