@@ -11,13 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import slo
+from .errors import TpsloadError
+
 SECRET_HEADERS = {"authorization", "api-key", "x-api-key", "proxy-authorization"}
-
-
-class TpsloadError(Exception):
-    """A problem the user can fix: printed as one line, exit code 2, no traceback."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -129,3 +126,111 @@ def server_root(base_url: str) -> str:
     """The server's root for non-OpenAI routes (/health, /props): base URL minus a trailing /v1."""
     u = base_url.rstrip("/")
     return u[:-3] if u.endswith("/v1") else u
+
+
+def parse_duration(value: str | None) -> float | None:
+    """'90', '90s', '5m', '1h' -> seconds."""
+    if value is None:
+        return None
+    v = value.strip().lower()
+    mult = {"s": 1, "m": 60, "h": 3600}.get(v[-1:], None)
+    num = v[:-1] if mult else v
+    try:
+        secs = float(num) * (mult or 1)
+    except ValueError:
+        raise TpsloadError(f"--duration {value!r}: expected seconds, or a number with s/m/h (e.g. 30s, 5m)") from None
+    if not secs > 0:
+        raise TpsloadError(f"--duration {value!r}: must be positive")
+    return secs
+
+
+def parse_rate(value: str | None) -> float | None:
+    """'5%' or '0.05' -> 0.05."""
+    if value is None:
+        return None
+    v = value.strip()
+    try:
+        r = float(v[:-1]) / 100 if v.endswith("%") else float(v)
+    except ValueError:
+        raise TpsloadError(f"--max-error-rate {value!r}: expected a fraction (0.05) or a percentage (5%)") from None
+    if not 0 <= r <= 1:
+        raise TpsloadError(f"--max-error-rate {value!r}: must be between 0 and 100%")
+    return r
+
+
+def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
+    """Raw flag values -> a validated RunConfig; `given` names the flags given on the command line."""
+    def explicit(name: str) -> bool:
+        return name in given
+
+    if o["mock"]:
+        if explicit("base_url") or o["host"] or o["port"]:
+            raise TpsloadError("--mock starts its own server: drop --base-url/--host/--port")
+        base_url = "http://127.0.0.1:0/v1"  # replaced by the mock's real address
+    elif o["host"] or o["port"]:
+        if explicit("base_url"):
+            raise TpsloadError("give either --base-url or --host/--port, not both")
+        base_url = f"http://{o['host'] or '127.0.0.1'}:{o['port'] or 8080}/v1"
+    elif o["base_url"]:
+        base_url = o["base_url"]
+    else:
+        raise TpsloadError("no server given: pass --base-url URL (or --host/--port, or set OPENAI_BASE_URL), "
+                           "or --mock to benchmark the bundled mock server")
+    base_url = check_base_url(base_url)
+    prompt_sources = [f for f in ("prompt", "prompt_file", "dataset", "input_tokens") if o[f] is not None]
+    if len(prompt_sources) > 1:
+        raise TpsloadError("give one prompt source: " + " or ".join("--" + f.replace("_", "-")
+                                                                   for f in prompt_sources))
+    max_tokens, ignore_eos, from_dataset = o["max_tokens"], o["ignore_eos"], False
+    if o["output_tokens"] is not None:
+        if explicit("max_tokens"):
+            raise TpsloadError("give either --output-tokens or --max-tokens, not both")
+        if o["output_tokens"] == "dataset":
+            if not o["dataset"]:
+                raise TpsloadError("--output-tokens dataset needs --dataset")
+            from_dataset = True
+        else:
+            try:
+                max_tokens = int(o["output_tokens"])
+            except ValueError:
+                raise TpsloadError(f"--output-tokens {o['output_tokens']!r}: a number of tokens, or 'dataset'") \
+                    from None
+            if max_tokens < 1:
+                raise TpsloadError("--output-tokens must be at least 1")
+        ignore_eos = True
+    if o["shared_prefix"] and (o["input_tokens"] is None or o["shared_prefix"] >= o["input_tokens"]):
+        raise TpsloadError("--shared-prefix N needs --input-tokens larger than N")
+    if o["system"] is not None and o["endpoint"] != "chat":
+        raise TpsloadError("--system needs --endpoint chat")
+    if o["input_tokens_min"] and o["input_tokens_max"] and o["input_tokens_min"] > o["input_tokens_max"]:
+        raise TpsloadError("--input-tokens-min is larger than --input-tokens-max")
+    load_flags = any(o[k] is not None for k in ("concurrency", "requests", "duration", "rate"))
+    rate = o["rate"]
+    # closed loop: requests in flight; open loop (--rate): an optional cap, 0 = none
+    concurrency = o["concurrency"] or (0 if rate else 1)
+    duration = parse_duration(o["duration"])
+    requests = o["requests"]
+    if requests is None and duration is None:
+        if rate:
+            requests = max(16, int(rate * 10))  # about ten seconds of load
+        else:
+            requests = 4 * concurrency if load_flags else 1
+    return RunConfig(
+        base_url=base_url, model=o["model"], api_key=o["api_key"] or None, endpoint=o["endpoint"],
+        stream=o["stream"], headers=tuple(parse_header(h) for h in o["header"]),
+        extra_body=parse_extra_body(o["extra_body"]), timeout_s=o["timeout"], insecure=o["insecure"],
+        first_byte_timeout_s=o["first_byte_timeout"],
+        max_response_bytes=int(o["max_response_mb"] * 1024 * 1024) if o["max_response_mb"] else None,
+        max_errors=o["max_errors"], max_error_rate=parse_rate(o["max_error_rate"]),
+        prompt=o["prompt"], prompt_file=o["prompt_file"], dataset=o["dataset"], dataset_format=o["dataset_format"],
+        input_tokens=o["input_tokens"], input_tokens_stddev=o["input_tokens_stddev"],
+        input_tokens_min=o["input_tokens_min"], input_tokens_max=o["input_tokens_max"],
+        output_from_dataset=from_dataset, shared_prefix=o["shared_prefix"], cache_bust=not o["no_cache_bust"],
+        seed=o["seed"], system=o["system"], save_prompts=o["save_prompts"],
+        max_tokens=max_tokens, ignore_eos=ignore_eos,
+        temperature=o["temperature"], concurrency=concurrency, requests=requests, duration_s=duration,
+        rate=rate, arrival=o["arrival"], burstiness=o["burstiness"],
+        slos=tuple(slo.parse(t).text for t in o["slo"]),
+        warmup=o["warmup"], grace_s=o["grace"], tokenizer=o["tokenizer"], single=not load_flags,
+        mock=o["mock"],
+    )

@@ -10,7 +10,7 @@ import json
 import random
 from typing import Any
 
-from .config import TpsloadError
+from .errors import TpsloadError
 from .workload import RequestSpec
 
 

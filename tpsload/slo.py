@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .config import TpsloadError
+from .errors import TpsloadError
 from .stats import PerRequest
 
 TIME_METRICS = ("ttft", "itl", "icl", "tpot", "e2e_latency", "ttft_sched", "e2e_latency_sched")

@@ -7,7 +7,7 @@ import sys
 import click
 
 from .. import __version__
-from ..config import TpsloadError
+from ..errors import TpsloadError
 from .mock import mock_command
 from .run import run_command
 

@@ -27,6 +27,10 @@ from ..mock.server import MockConfig, main
 @click.option("--n-ctx", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Per-slot context reported by /props.")
 @click.option("--no-usage", is_flag=True, help="Never report token usage.")
+@click.option("--slots", type=click.IntRange(min=0), default=0, show_default=True,
+              help="At most this many requests generate at once; the rest queue (0 = no limit).")
+@click.option("--slowdown", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Each busy slot beyond the first stretches the time between tokens by this fraction.")
 @click.option("--fault", "faults", multiple=True, metavar="KIND[:n=N|every=N|p=P]",
               help="Inject a fault (repeatable): " + ", ".join(FAULTS) + ".")
 @click.option("--stall-s", type=click.FloatRange(min=0), default=30.0, show_default=True,
@@ -41,4 +45,4 @@ def mock_command(**o: Any) -> None:
     main(MockConfig(host=o["host"], port=o["port"], ttft_ms=o["ttft_ms"], itl_ms=o["itl_ms"], tokens=o["tokens"],
                     model=o["model"], api_key=o["api_key"], close_after_stream=o["close_after_stream"],
                     llama_props=o["llama_props"], n_ctx=o["n_ctx"], no_usage=o["no_usage"],
-                    faults=faults, stall_s=o["stall_s"], seed=o["seed"]))
+                    faults=faults, stall_s=o["stall_s"], seed=o["seed"], slots=o["slots"], slowdown=o["slowdown"]))

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 
-from ..config import TpsloadError
+from ..errors import TpsloadError
 
 
 class MockProcess:

@@ -1,7 +1,10 @@
 """The bundled OpenAI-compatible mock server, with deterministic timing.
 
 Token i of a request is written at `arrival + ttft + i * itl` on an absolute
-schedule, so timing does not drift with sleep overshoot. Like vLLM, a chat stream
+schedule, so timing does not drift with sleep overshoot. With `--slots K` at most K
+requests generate at once and the rest wait (like llama-server), and `--slowdown s`
+stretches the time between tokens by s for every other busy slot, so the knee of a
+sweep against the mock is known in advance. Like vLLM, a chat stream
 sends its role-only chunk as soon as the request arrives, long before the first
 token: a client that takes it for the first token fails the tests.
 
@@ -37,6 +40,8 @@ class MockConfig:
     llama_props: int = 0  # > 0: answer /props like llama-server with this many slots
     n_ctx: int = 4096
     no_usage: bool = False  # never send usage (servers that do not support include_usage)
+    slots: int = 0  # > 0: at most this many requests generate at once; the rest queue (like llama-server)
+    slowdown: float = 0.0  # each busy slot beyond the first stretches the time between tokens by this fraction
     faults: tuple[FaultSpec, ...] = ()
     stall_s: float = 30.0
     seed: int = 0
@@ -61,6 +66,8 @@ class MockServer:
         self.cfg = cfg
         self.requests = 0
         self.faults = FaultPlan(cfg.faults, cfg.seed)
+        self.slots = asyncio.Semaphore(cfg.slots) if cfg.slots else None
+        self.busy = 0
         # per request: when it arrived and when its first/last token was written, on the
         # machine-wide monotonic clock, so tests can compare a client's stamps with the truth
         self.log: list[dict[str, Any]] = []
@@ -104,9 +111,6 @@ class MockServer:
         return await self._generate(request, chat=False)
 
     async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
-        loop = asyncio.get_running_loop()
-        arrival = loop.time()
-        arrival_ns = perf_counter_ns()
         denied = self._auth(request)
         if denied:
             return denied
@@ -114,12 +118,28 @@ class MockServer:
             body = await request.json()
         except ValueError:
             return _error(400, "body is not JSON")
+        if self.slots is None:
+            return await self._reply(request, body, chat)
+        async with self.slots:  # queued until a slot is free: the wait is part of TTFT
+            self.busy += 1
+            try:
+                return await self._reply(request, body, chat)
+            finally:
+                self.busy -= 1
+
+    def _itl(self) -> float:
+        return self.cfg.itl_ms / 1e3 * (1 + self.cfg.slowdown * max(0, self.busy - 1))
+
+    async def _reply(self, request: web.Request, body: dict[str, Any], chat: bool) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        arrival = loop.time()
+        arrival_ns = perf_counter_ns()
         self.requests += 1
         cfg = self.cfg
         fault = self.faults.pick(self.requests)
         n = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("n_predict") or cfg.tokens
         n = int(n)
-        ttft, itl = cfg.ttft_ms / 1e3, cfg.itl_ms / 1e3
+        ttft, itl = cfg.ttft_ms / 1e3, self._itl()
         rid = f"mock-{self.requests}"
         created = int(time.time())
         usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": n,
@@ -143,30 +163,32 @@ class MockServer:
             return web.json_response(reply)
         obj = kind + ".chunk" if chat else kind
         base = {"id": rid, "object": obj, "created": created, "model": cfg.model}
-        chunks = []  # (due time, bytes): the whole reply on its absolute schedule
+        chunks = []  # (gap after the previous chunk's due time, bytes); None: one inter-token gap
         if chat:
-            chunks.append((arrival, _chunk({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
-                                                                                       "content": ""},
-                                                                   "finish_reason": None}]})))
+            chunks.append((0.0, _chunk({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
+                                                                                  "content": ""},
+                                                               "finish_reason": None}]})))
         for i in range(n):
             choice = ({"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None} if chat
                       else {"index": 0, "text": f" w{i}", "finish_reason": None})
-            chunks.append((arrival + ttft + i * itl, _chunk({**base, "choices": [choice]})))
+            chunks.append((ttft if i == 0 else None, _chunk({**base, "choices": [choice]})))
         first_token = 1 if chat else 0
         last = {"index": 0, "delta": {}, "finish_reason": "length"} if chat else \
             {"index": 0, "text": "", "finish_reason": "length"}
-        end = arrival + ttft + (n - 1) * itl
-        chunks.append((end, _chunk({**base, "choices": [last]})))
+        chunks.append((0.0, _chunk({**base, "choices": [last]})))
         if (body.get("stream_options") or {}).get("include_usage") and not cfg.no_usage:
-            chunks.append((end, _chunk({**base, "choices": [], "usage": usage})))
+            chunks.append((0.0, _chunk({**base, "choices": [], "usage": usage})))
         if fault != "no_done":
-            chunks.append((end, b"data: [DONE]\n\n"))
+            chunks.append((0.0, b"data: [DONE]\n\n"))
         half = first_token + n // 2
         if fault == "slow_headers":
             return await self._raw_slow(request, chunks, entry, first_token)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
-        for j, (due, data) in enumerate(chunks):
+        due = arrival
+        for j, (gap, data) in enumerate(chunks):
+            # absolute due times: a late wake-up does not delay the tokens after it
+            due += self._itl() if gap is None else gap
             if j == half and fault in MID_STREAM:
                 if await self._mid_fault(fault, request, resp):
                     return resp
@@ -224,7 +246,7 @@ class MockServer:
             await resp.write(_chunk({"choices": [{"index": 0, "delta": {"content": big}, "finish_reason": None}]}))
         return False
 
-    async def _raw_slow(self, request: web.Request, chunks: list[tuple[float, bytes]], entry: dict[str, Any],
+    async def _raw_slow(self, request: web.Request, chunks: list[tuple[float | None, bytes]], entry: dict[str, Any],
                         first_token: int) -> web.StreamResponse:
         """Write the HTTP response by hand, headers one line every 0.2 s, then the events, then close."""
         transport = request.transport

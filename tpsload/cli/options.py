@@ -1,0 +1,109 @@
+"""The flags, declared once: shared by `run` and `sweep`. config.from_flags turns them into a RunConfig."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+from ..runner import MIN_REQUESTS_FOR_RATE
+
+DEFAULT_MAX_TOKENS = 256
+
+COMMON = [
+    click.option("--base-url", envvar="OPENAI_BASE_URL", help="Server's OpenAI base URL, e.g. http://127.0.0.1:8080/v1 "
+                  "[env OPENAI_BASE_URL]"),
+    click.option("--host", default=None, help="Server host (the original script's flag; http, /v1)."),
+    click.option("--port", type=click.IntRange(1, 65535), default=None, help="Server port (with --host)."),
+    click.option("--api-key", envvar="OPENAI_API_KEY", show_envvar=False,
+                  help="Sent as a Bearer token; never printed or saved [env OPENAI_API_KEY]."),
+    click.option("--model", default=None, help="Model id [default: the first id of GET /v1/models]."),
+    click.option("--endpoint", type=click.Choice(["chat", "completions"]), default="chat", show_default=True),
+    click.option("--stream/--no-stream", default=True, show_default=True, help="Stream tokens (SSE)."),
+    click.option("--header", multiple=True, metavar="'K: V'", help="Extra HTTP header (repeatable)."),
+    click.option("--extra-body", metavar="JSON", help="JSON object merged into every request body."),
+    click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+                  help="Per-request timeout, seconds."),
+    click.option("--first-byte-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                  help="Seconds to wait for the response headers [default: --timeout]."),
+    click.option("--max-response-mb", type=click.FloatRange(min=0), default=64.0, show_default=True,
+                  help="Fail a request whose response is larger (0 = no limit)."),
+    click.option("--max-errors", type=click.IntRange(min=1), default=None,
+                 help="Stop after this many failed requests."),
+    click.option("--max-error-rate", default=None, metavar="RATE",
+                 help=f"Stop when more than this share fails (e.g. 5%), judged after {MIN_REQUESTS_FOR_RATE} "
+                      "requests."),
+    click.option("--insecure", is_flag=True, help="Skip TLS certificate verification."),
+    click.option("--prompt", default=None, help="Prompt text [default: a short story request]."),
+    click.option("--prompt-file", type=click.Path(dir_okay=False), help="One prompt per line, used in turn."),
+    click.option("--dataset", type=click.Path(dir_okay=False),
+                  help="Prompts from a dataset: .txt (a line each), .jsonl (prompt or messages), .json (ShareGPT)."),
+    click.option("--dataset-format", type=click.Choice(["auto", "text", "jsonl", "sharegpt"]), default="auto",
+                  show_default=True),
+    click.option("--input-tokens", type=click.IntRange(min=1), default=None,
+                  help="Synthetic prompts of this many tokens, sized with the server's own tokenizer when it has one."),
+    click.option("--input-tokens-stddev", type=click.FloatRange(min=0), default=0.0, show_default=True),
+    click.option("--input-tokens-min", type=click.IntRange(min=1), default=None),
+    click.option("--input-tokens-max", type=click.IntRange(min=1), default=None),
+    click.option("--output-tokens", default=None, metavar="M|dataset",
+                  help="Generate exactly M tokens (max_tokens + ignore_eos), or the dataset's reply lengths."),
+    click.option("--shared-prefix", type=click.IntRange(min=0), default=0, show_default=True,
+                  help="Synthetic prompts share their first N tokens (measures prompt caching)."),
+    click.option("--no-cache-bust", is_flag=True,
+                  help="Do not start each synthetic prompt with a unique tag (prompt caches may then hit)."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic prompts and order."),
+    click.option("--system", default=None, help="System prompt (chat)."),
+    click.option("--save-prompts", metavar="PATH", help="Write the requests' prompts as a JSONL dataset."),
+    click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True),
+    click.option("--ignore-eos", is_flag=True, help="Ask the server to generate exactly --max-tokens."),
+    click.option("--temperature", type=float, default=None),
+    click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False),
+                  help="A local .tiktoken file, used only when the server reports no token counts."),
+    click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
+                  help="After Ctrl-C, seconds in-flight requests get to finish."),
+    click.option("--mock", is_flag=True, help="Benchmark the bundled mock server (started in its own process)."),
+    click.option("--mock-ttft-ms", type=click.FloatRange(min=0), default=50.0, show_default=True),
+    click.option("--mock-itl-ms", type=click.FloatRange(min=0), default=10.0, show_default=True),
+    click.option("-q", "--quiet", is_flag=True, help="No progress and no table."),
+    click.option("--debug", is_flag=True, help="Show tracebacks."),
+]
+
+# Load shape and outputs of one run; `sweep` declares its own (lists of levels).
+RUN_LOAD = [
+    click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
+                  help="Requests in flight (closed loop) [default 1]."),
+    click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+                  help="Open loop: start requests at this rate (per second) on a fixed schedule; -c caps it."),
+    click.option("--arrival", type=click.Choice(["poisson", "constant", "gamma"]), default="poisson", show_default=True,
+                  help="Open loop: how send times are spread."),
+    click.option("--burstiness", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                  help="Gamma arrivals: < 1 burstier than Poisson, > 1 smoother."),
+    click.option("--slo", multiple=True, metavar="OBJECTIVE",
+                  help="Service-level objective, repeatable: ttft_p99<=2s, tpot_p50<=80ms, decode_tps_p10>=10, "
+                       "error_rate<=1%. Reported met/missed, with goodput."),
+    click.option("--fail-on-slo", is_flag=True, help="Exit 1 when an objective is missed."),
+    click.option("-n", "--requests", type=click.IntRange(min=1), default=None,
+                  help="Measured requests [default 4 x concurrency; 1 with no load flags]."),
+    click.option("--duration", default=None, help="Stop starting requests after this long (30s, 5m)."),
+    click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True,
+                  help="Requests sent first and left out of the statistics."),
+    click.option("--json", "json_path", metavar="PATH", help="Write the full result as JSON ('-' = stdout)."),
+    click.option("--records", "records_path", metavar="PATH", help="Write one JSON line per request."),
+]
+
+
+def given(ctx: click.Context) -> set[str]:
+    """The flags given on the command line (not defaults or environment)."""
+    return {p.name for p in ctx.command.params
+            if p.name and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE}
+
+
+def apply(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    """Decorate a command with options, in the order listed."""
+
+    def deco(f: Any) -> Any:
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return deco

@@ -1,0 +1,101 @@
+"""One measured run: pre-flight -> workload -> load -> records -> result. Always returns what it has."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+from functools import partial
+from typing import Any
+
+import click
+
+from . import prepare
+from .checks import context_warning, workload_checks
+from .client import Client, make_session
+from .config import RunConfig, TpsloadError
+from .export import json as export_json
+from .output.console import LiveProgress
+from .preflight import preflight
+from .result import build_result
+from .runner import Runner, RunState
+from .tokens import Tokenizer, resolve_pending
+from .workload import Workload
+
+
+async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], RunState]:
+    """Pre-flight, run the load, and turn the records into the result. Always returns what it has."""
+    started_at = dt.datetime.now(dt.timezone.utc)
+    state = RunState()
+    runner = Runner(cfg, None, None, state)  # type: ignore[arg-type]
+    runner.install_signals()
+    server: dict[str, Any] = {"base_url": cfg.base_url}
+    warnings: list[str] = []
+    workload_desc: dict[str, Any] = {}
+    model = cfg.model or ""
+    progress = None
+    tokenizer: Tokenizer | None = None
+    workload: Workload | None = None
+    client = None
+    try:
+        async with make_session(4, min(cfg.timeout_s, 30.0), cfg.insecure) as probe:
+            info = await preflight(cfg, probe)
+        model = info.model
+        server.update(info.server)
+        warnings += info.warnings
+        for w in info.warnings:
+            click.echo(f"warning: {w}", err=True)
+        tokenizer = Tokenizer(cfg.tokenizer, notice=lambda m: click.echo(m, err=True))
+        async with make_session(8, min(cfg.timeout_s, 60.0), cfg.insecure) as prep:
+            workload = await prepare.build(cfg, prep, model, server, tokenizer)
+        if cfg.save_prompts:
+            export_json.write_text(cfg.save_prompts, workload.dump())
+        workload_desc = workload.describe()
+        ctx_warning = context_warning(server, workload)
+        if ctx_warning:
+            warnings.append(ctx_warning)
+            click.echo(f"warning: {ctx_warning}", err=True)
+        limit = cfg.concurrency + 4 if cfg.concurrency else 0  # 0: no limit (uncapped open loop)
+        session = partial(make_session, limit, cfg.timeout_s, cfg.insecure)
+        client = Client(session(force_close=info.llama_cpp), cfg.url, cfg.request_headers(), cfg.stream,
+                        cfg.secrets(), fresh_session=partial(session, force_close=True),
+                        first_byte_timeout_s=cfg.first_byte_timeout_s, max_response_bytes=cfg.max_response_bytes)
+        runner.client = client
+        runner.workload = workload
+        if show_progress:
+            total = (cfg.requests + cfg.warmup) if cfg.requests is not None else None
+            progress = LiveProgress(sys.stderr, total, None if total else cfg.duration_s)
+            runner.progress = progress
+        await runner.run()
+    except TpsloadError:
+        raise
+    except Exception as e:  # a bug of ours must not lose what was measured
+        runner.stop(f"internal error: {e.__class__.__name__}: {e}")
+        state.cpu_s, state.wall_s = state.cpu.read()
+        state.internal_error = e
+    finally:
+        runner.remove_signals()
+        if client:
+            await client.close()
+        if progress:
+            progress.close()
+    if tokenizer is None:
+        tokenizer = Tokenizer(cfg.tokenizer, notice=lambda m: click.echo(m, err=True))
+    resolve_pending(state.records, tokenizer)
+    if workload is not None:
+        observed, more = workload_checks(state.records, workload)
+        workload_desc["observed"] = observed
+        warnings += more
+    result = build_result(cfg, state, workload_desc, server, started_at, warnings)
+    result["model"] = model
+    return result, state
+
+
+def run_async(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
