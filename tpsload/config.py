@@ -144,7 +144,7 @@ def parse_duration(value: str | None) -> float | None:
     return secs
 
 
-def parse_rate(value: str | None) -> float | None:
+def parse_rate(value: str | None, flag: str = "--max-error-rate") -> float | None:
     """'5%' or '0.05' -> 0.05."""
     if value is None:
         return None
@@ -152,9 +152,9 @@ def parse_rate(value: str | None) -> float | None:
     try:
         r = float(v[:-1]) / 100 if v.endswith("%") else float(v)
     except ValueError:
-        raise TpsloadError(f"--max-error-rate {value!r}: expected a fraction (0.05) or a percentage (5%)") from None
+        raise TpsloadError(f"{flag} {value!r}: expected a fraction (0.05) or a percentage (5%)") from None
     if not 0 <= r <= 1:
-        raise TpsloadError(f"--max-error-rate {value!r}: must be between 0 and 100%")
+        raise TpsloadError(f"{flag} {value!r}: must be between 0 and 100%")
     return r
 
 

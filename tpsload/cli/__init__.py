@@ -10,6 +10,7 @@ from .. import __version__
 from ..errors import TpsloadError
 from .mock import mock_command
 from .run import run_command
+from .sweep import sweep_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -19,6 +20,7 @@ def cli() -> None:
 
 
 cli.add_command(run_command)
+cli.add_command(sweep_command)
 cli.add_command(mock_command)
 
 

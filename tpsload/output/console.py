@@ -60,7 +60,7 @@ def _f(v: Any, digits: int = 1) -> str:
 
 
 def render(result: dict[str, Any], file: IO[str]) -> None:
-    con = Console(file=file, highlight=False, soft_wrap=True)
+    con = Console(file=file, highlight=False, soft_wrap=True, width=None if file.isatty() else 140)
     s = result["summary"]
     cfg = result["config"]
     mode = f"{cfg['endpoint']} {'stream' if cfg['stream'] else 'non-stream'}"

@@ -1,0 +1,186 @@
+"""Open loop, SLOs and sweeps against a mock whose knee is known: 4 slots, 10 % slower per busy slot."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import load_json, tpsload
+from tpsload import slo
+from tpsload.errors import TpsloadError
+from tpsload.scheduler import arrival_offsets
+from tpsload.sweep import parse_levels
+
+KNEE = dict(ttft_ms=20, itl_ms=10, slots=4, slowdown=0.1)
+SLOS = ("--slo", "ttft_p99<=100ms", "--slo", "tpot_p50<=12ms", "--slo", "error_rate<=1%")
+
+
+def test_arrival_offsets():
+    c = arrival_offsets(5, 10, "constant")
+    assert np.allclose(c, [0, 0.1, 0.2, 0.3, 0.4])
+    p = arrival_offsets(1000, 50, "poisson", seed=3)
+    assert p[-1] == pytest.approx(999 / 50)  # the plan offers exactly the asked rate
+    assert np.array_equal(p, arrival_offsets(1000, 50, "poisson", seed=3))
+    gaps = np.diff(p)
+    assert np.std(gaps) / np.mean(gaps) == pytest.approx(1.0, abs=0.15)  # exponential: CV 1
+    g = np.diff(arrival_offsets(2000, 50, "gamma", burstiness=0.25, seed=1))
+    assert np.std(g) / np.mean(g) == pytest.approx(2.0, abs=0.3)  # gamma shape k: CV 1/sqrt(k)
+
+
+def test_levels():
+    assert parse_levels("1..16", "-c", True) == [1, 2, 4, 8, 16]
+    assert parse_levels("8,1,2", "-c", True) == [1, 2, 8]
+    assert parse_levels("0.5..2", "--rate", False) == [0.5, 1.0, 2.0]
+    for bad in ("0,1", "a,b", "4..2", "1.5,2"):
+        with pytest.raises(TpsloadError):
+            parse_levels(bad, "-c", True)
+
+
+def test_slo_parsing():
+    s = slo.parse("ttft_p99<=2s")
+    assert (s.key, s.stat, s.op, s.threshold) == ("ttft_ms", "p99", "<=", 2000.0)
+    assert slo.parse("tpot_p50 < 80ms").threshold == 80.0
+    assert slo.parse("decode_tps_p10>=10").key == "decode_tps"
+    assert slo.parse("error_rate<=1%").threshold == pytest.approx(0.01)
+    assert slo.parse("itl_p99_9<=500us").threshold == pytest.approx(0.5)
+    for bad, msg in (("ttft<=2s", "statistic"), ("ttft_p99<=2", "time unit"), ("nope_p99<=1s", "unknown metric"),
+                     ("error_rate_p99<=1%", "one number per run"), ("ttft_p99=2s", "expected"),
+                     ("decode_tps_p10>=10ms", "tokens/s")):
+        with pytest.raises(TpsloadError, match=msg):
+            slo.parse(bad)
+
+
+def test_rate_mode_keeps_its_schedule(mock_server, tmp_path):
+    m = mock_server(ttft_ms=20, itl_ms=5)
+    out = tmp_path / "r.json"
+    tpsload("run", "--base-url", m.base_url, "--rate", "25", "-n", "100", "--max-tokens", "10", "--json", str(out),
+            check=0)
+    res = load_json(out)
+    s = res["summary"]
+    assert s["offered_rate"] == 25 and s["achieved_rate"] == pytest.approx(25, rel=0.02)
+    assert s["send_lag_ms"]["n"] == 100 and s["send_lag_ms"]["p50"] < 1.0 and s["send_lag_ms"]["p99"] < 5.0
+    assert res["client_health"]["late_send_share"] is not None
+    assert s["ttft_sched_ms"]["mean"] >= s["ttft_ms"]["mean"]
+    # 25 req/s of 20 + 9 * 5 = 65 ms requests: about 1.6 in flight
+    assert s["concurrency_achieved"] == pytest.approx(25 * 0.065, rel=0.25)
+
+
+def test_rate_cap_shows_as_send_lag(mock_server, tmp_path):
+    # 50 req/s of 200 ms requests needs 10 in flight; a cap of 2 makes the schedule slip, visibly
+    m = mock_server(ttft_ms=100, itl_ms=10)
+    out = tmp_path / "r.json"
+    tpsload("run", "--base-url", m.base_url, "--rate", "50", "-c", "2", "-n", "30", "--max-tokens", "10",
+            "--json", str(out), check=0)
+    res = load_json(out)
+    s = res["summary"]
+    assert s["send_lag_ms"]["p90"] > 500 and s["achieved_rate"] < 15
+    assert s["ttft_sched_ms"]["p90"] > 5 * s["ttft_ms"]["p90"]
+    assert res["client_health"]["client_bound"] is True  # late sends: the numbers say so
+
+
+def test_slo_verdicts_goodput_and_fail_on_slo(mock_server, tmp_path):
+    m = mock_server(**KNEE)
+    out = tmp_path / "r.json"
+    p = tpsload("run", "--base-url", m.base_url, "-c", "4", "-n", "16", "--max-tokens", "20", *SLOS, "--json",
+                str(out), "--fail-on-slo", check=1)
+    res = load_json(out)
+    verdicts = {v["slo"]: v for v in res["slo"]["objectives"]}
+    assert verdicts["ttft_p99<=100ms"]["met"] and verdicts["error_rate<=1%"]["met"]
+    assert not verdicts["tpot_p50<=12ms"]["met"] and verdicts["tpot_p50<=12ms"]["value"] == pytest.approx(13, rel=0.05)
+    assert res["slo"]["all_met"] is False and res["summary"]["goodput"] == 0
+    assert "SLO missed: tpot_p50<=12ms" in p.stderr
+    tpsload("run", "--base-url", m.base_url, "-c", "2", "-n", "8", "--max-tokens", "20", *SLOS, "--json", str(out),
+            "--fail-on-slo", check=0)
+    res = load_json(out)
+    assert res["slo"]["all_met"] and res["summary"]["goodput"] == pytest.approx(res["summary"]["request_throughput"])
+
+
+def test_sweep_finds_the_known_knee_and_frontier(mock_server, tmp_path):
+    m = mock_server(**KNEE)
+    out, table, plots = tmp_path / "s.json", tmp_path / "s.csv", tmp_path / "plots"
+    p = tpsload("sweep", "--base-url", m.base_url, "-c", "1..16", "--max-tokens", "30", *SLOS, "--json", str(out),
+                "--csv", str(table), "--plot", str(plots), check=0, timeout=300)
+    sweep = load_json(out)
+    assert [lv["concurrency"] for lv in sweep["levels"]] == [1, 2, 4, 8, 16]
+    assert sweep["saturation"]["level"] == 4 and sweep["saturation"]["saturated"]
+    assert sweep["slo_frontier"]["level"] == 2
+    assert "throughput stops growing at concurrency 4" in p.stdout
+    assert "the most load that meets every SLO is concurrency 2" in p.stdout
+    # throughput: 1/itl per slot, 10 % slower per extra busy slot, flat past 4 slots
+    tput = [lv["summary"]["steady_output_throughput"] for lv in sweep["levels"]]
+    for c, t in zip([1, 2, 4], tput, strict=False):
+        assert t == pytest.approx(c * 100 / (1 + 0.1 * (c - 1)), rel=0.05)
+    assert tput[3] == pytest.approx(tput[2], rel=0.05) and tput[4] == pytest.approx(tput[2], rel=0.05)
+    # CSV and JSON agree
+    rows = list(csv.DictReader(table.open()))
+    assert [int(r["concurrency"]) for r in rows] == [1, 2, 4, 8, 16]
+    for r, lv in zip(rows, sweep["levels"], strict=True):
+        assert float(r["output_throughput"]) == pytest.approx(lv["summary"]["output_throughput"])
+        assert float(r["ttft_p99_ms"]) == pytest.approx(lv["summary"]["ttft_ms"]["p99"])
+        assert (r["slo_all_met"] == "True") == lv["slo"]["all_met"]
+    # plots exist, and plot the JSON's numbers
+    for name in ("throughput", "latency", "latency_throughput"):
+        assert (plots / f"{name}.png").stat().st_size > 10_000
+    from tpsload.export.png import figures
+    figs = figures(sweep)
+    line = figs["throughput"].axes[0].lines[0]
+    assert list(line.get_xdata()) == [1, 2, 4, 8, 16]
+    assert list(line.get_ydata()) == [lv["summary"]["output_throughput"] for lv in sweep["levels"]]
+    ttft_p99 = figs["latency"].axes[0].lines[1].get_ydata()
+    assert list(ttft_p99) == [lv["summary"]["ttft_ms"]["p99"] for lv in sweep["levels"]]
+
+
+def test_sweep_stops_early_when_flat_and_missing_slos(mock_server, tmp_path):
+    m = mock_server(**KNEE)
+    out = tmp_path / "s.json"
+    tpsload("sweep", "--base-url", m.base_url, "-c", "1,4,8,16,32,64", "--max-tokens", "20", *SLOS, "--json",
+            str(out), check=0, timeout=300)
+    sweep = load_json(out)
+    assert [lv["concurrency"] for lv in sweep["levels"]] == [1, 4, 8, 16]
+    assert "throughput stopped growing for two levels and SLOs were missed" in sweep["stop_reason"]
+
+
+def test_interrupted_sweep_resumes(mock_server, tmp_path):
+    m = mock_server(ttft_ms=20, itl_ms=10)
+    out = tmp_path / "s.json"
+    args = [sys.executable, "-m", "tpsload", "sweep", "--base-url", m.base_url, "-c", "1,2,3,4", "-n", "12",
+            "--max-tokens", "40", "--json", str(out), "--no-early-stop", "-q"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if out.exists() and len(json.loads(out.read_text())["levels"]) >= 2:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    first = load_json(out)
+    finished = [lv for lv in first["levels"] if not lv["partial"]]
+    assert 2 <= len(finished) < 4 and first["partial"] is True
+    p = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    final = load_json(out)
+    assert [lv["concurrency"] for lv in final["levels"]] == [1, 2, 3, 4]
+    assert not any(lv["partial"] for lv in final["levels"]) and final["partial"] is False
+    # the finished levels were kept, not run again
+    for old, new in zip(finished, final["levels"], strict=False):
+        assert old["started_at"] == new["started_at"] and old["clock"] == new["clock"]
+    # a different workload cannot be resumed into this file
+    p = subprocess.run(args[:-1] + ["--max-tokens", "41", "--resume"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "max_tokens" in p.stderr
+
+
+def test_rate_sweep(mock_server, tmp_path):
+    m = mock_server(ttft_ms=10, itl_ms=5)
+    out = tmp_path / "s.json"
+    tpsload("sweep", "--base-url", m.base_url, "--rate", "5,10,20", "-n", "30", "--max-tokens", "10", "--json",
+            str(out), check=0, timeout=120)
+    sweep = load_json(out)
+    assert sweep["key"] == "rate" and [lv["rate"] for lv in sweep["levels"]] == [5, 10, 20]
+    for lv in sweep["levels"]:
+        assert lv["summary"]["achieved_rate"] == pytest.approx(lv["rate"], rel=0.02)
