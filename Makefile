@@ -36,3 +36,7 @@ demo: install
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+
+# The client's own cost and accuracy against a server with exact send times (not a test: medians of runs).
+bench: install-test
+	$(PY) tests/bench.py --repeat 3 --json bench-results.json

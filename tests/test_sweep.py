@@ -184,3 +184,15 @@ def test_rate_sweep(mock_server, tmp_path):
     assert sweep["key"] == "rate" and [lv["rate"] for lv in sweep["levels"]] == [5, 10, 20]
     for lv in sweep["levels"]:
         assert lv["summary"]["achieved_rate"] == pytest.approx(lv["rate"], rel=0.02)
+
+
+def test_plots_without_matplotlib_give_a_hint(mock_server, tmp_path):
+    m = mock_server(ttft_ms=5, itl_ms=1)
+    out = tmp_path / "s.json"
+    code = ("import sys; sys.modules['matplotlib'] = None; from tpsload.cli import main; "
+            f"sys.argv = ['tpsload', 'sweep', '--base-url', '{m.base_url}', '-c', '1,2', '-n', '2', "
+            f"'--max-tokens', '4', '--json', '{out}', '--plot', '{tmp_path / 'plots'}']; main()")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "pip install 'tpsload[plot]'" in p.stdout
+    assert len(load_json(out)["levels"]) == 2 and not (tmp_path / "plots").exists()

@@ -42,6 +42,38 @@ class SSEParser:
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if not chunk:
             return []
+        if not self._buf and not self._data and not self._skip_lf and b"\r" not in chunk:
+            return self._feed_lf(chunk)
+        return self._feed_any(chunk)
+
+    def _feed_lf(self, chunk: bytes) -> list[SSEEvent]:
+        """The common case, LF-only lines and `data: X` events: split on blank lines, no per-line work."""
+        blocks = chunk.split(b"\n\n")
+        rest = blocks.pop()  # after the last blank line: an incomplete event, or b""
+        events: list[SSEEvent] = []
+        for block in blocks:
+            if block[:6] == b"data: " and b"\n" not in block:
+                events.append(SSEEvent(block[6:]))
+            elif block:
+                for line in block.split(b"\n"):
+                    self._line(line, events)
+                self._line(b"", events)
+            else:
+                # an empty block: this blank line ends the event a previous block left open, if any
+                self._line(b"", events)
+        if rest:
+            if rest[-1:] == b"\n":
+                # complete lines without their blank line yet: fold them in, keep the event open
+                for line in rest[:-1].split(b"\n"):
+                    self._line(line, events)
+            else:
+                lines = rest.split(b"\n")
+                self._buf = lines.pop()
+                for line in lines:
+                    self._line(line, events)
+        return events
+
+    def _feed_any(self, chunk: bytes) -> list[SSEEvent]:
         if self._skip_lf:
             self._skip_lf = False
             if chunk[:1] == b"\n":

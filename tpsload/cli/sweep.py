@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__
@@ -50,13 +51,17 @@ SWEEP_LOAD = [
     click.option("--resume", is_flag=True, help="Continue the sweep saved at --json: keep its finished levels."),
 ]
 
+LEVEL_SEED_STEP = 100_003
+
 # settings that must match for --resume to continue an earlier sweep
 RESUME_KEYS = ("base_url", "model", "endpoint", "stream", "max_tokens", "ignore_eos", "input_tokens", "prompt",
                "prompt_file", "dataset", "requests", "duration_s", "warmup", "slos", "arrival", "seed")
 
 
-def level_config(o: dict[str, Any], given: set[str], key: str, value: float) -> RunConfig:
-    flags = dict(o)
+def level_config(o: dict[str, Any], given: set[str], key: str, value: float, index: int) -> RunConfig:
+    # Each level gets prompts of its own (a seed derived from --seed and the level), or a
+    # level would find the previous level's prompts in the server's prompt cache.
+    flags = dict(o, seed=o["seed"] + LEVEL_SEED_STEP * index)
     if key == "concurrency":
         flags.update(concurrency=int(value), rate=None)
     else:
@@ -128,7 +133,7 @@ def sweep_command(ctx: click.Context, **o: Any) -> None:
                              integer=key == "concurrency")
     tolerance = parse_rate(o["saturation_tolerance"], "--saturation-tolerance") or 0.0
     json_path, csv_path = o["json_path"], o["csv_path"]
-    configs = [level_config(o, given, key, v) for v in levels]  # every level validated before any runs
+    configs = [level_config(o, given, key, v, i) for i, v in enumerate(levels)]  # all validated before any runs
     base = configs[0]
     out = sys.stderr if json_path == "-" else sys.stdout
     con = Console(file=out, highlight=False, width=None if out.isatty() else 140)
@@ -171,9 +176,9 @@ def sweep_command(ctx: click.Context, **o: Any) -> None:
     if o["plot_dir"]:
         if export_png.available():
             for p in export_png.write(sweep, o["plot_dir"]):
-                con.print(f"plot: {p}")
+                con.print(f"plot: {escape(p)}")
         else:
-            con.print(f"[yellow]note[/]: {export_png.HINT}")
+            con.print(f"[yellow]note[/]: {escape(export_png.HINT)}")
     if json_path == "-":
         sys.stdout.write(export_json.dumps(sweep) + "\n")
     if not o["quiet"]:
@@ -181,7 +186,7 @@ def sweep_command(ctx: click.Context, **o: Any) -> None:
         for name in ("saturation", "slo_frontier"):
             if sweep.get(name):
                 con.print(f"[bold]{'Saturation' if name == 'saturation' else 'SLO frontier'}[/]: "
-                          f"{sweep[name]['text']}")
+                          f"{escape(sweep[name]['text'])}")
         if sweep["stop_reason"]:
-            con.print(f"[yellow]{sweep['stop_reason']}[/]")
+            con.print(f"[yellow]{escape(sweep['stop_reason'])}[/]")
     ctx.exit(code)

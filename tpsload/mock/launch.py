@@ -16,14 +16,16 @@ from ..errors import TpsloadError
 class MockProcess:
     """`with MockProcess(ttft_ms=..., itl_ms=...) as m: m.base_url` -> a live mock on a free port."""
 
-    def __init__(self, startup_timeout_s: float = 20.0, **options: object) -> None:
+    def __init__(self, startup_timeout_s: float = 20.0, module: str = "tpsload", **options: object) -> None:
         self.options = options
+        self.module = module  # "tpsload" runs `tpsload mock`; "tpsload.mock.lean" the lean server
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen[str] | None = None
         self.base_url = ""
 
     def argv(self) -> list[str]:
-        args = [sys.executable, "-m", "tpsload", "mock", "--host", "127.0.0.1", "--port", "0"]
+        args = [sys.executable, "-m", self.module] + (["mock"] if self.module == "tpsload" else [])
+        args += ["--host", "127.0.0.1", "--port", "0"]
         for k, v in self.options.items():
             flag = "--" + k.replace("_", "-")
             if v is True:
@@ -31,7 +33,7 @@ class MockProcess:
             elif isinstance(v, (list, tuple)):
                 for item in v:
                     args += [flag, str(item)]
-            elif v not in (None, False):
+            elif v is not None and v is not False:
                 args += [flag, str(v)]
         return args
 

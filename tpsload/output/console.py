@@ -6,6 +6,7 @@ import time
 from typing import IO, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -65,9 +66,9 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
     cfg = result["config"]
     mode = f"{cfg['endpoint']} {'stream' if cfg['stream'] else 'non-stream'}"
     title = f"tpsload · {result['server'].get('base_url', cfg['base_url'])} · {result.get('model', cfg.get('model'))}"
-    con.print(f"[bold]{title}[/] · {mode} · concurrency {cfg['concurrency']}")
+    con.print(f"[bold]{escape(title)}[/] · {mode} · concurrency {cfg['concurrency']}")
     if result.get("partial"):
-        con.print(f"[bold yellow]PARTIAL result[/]: {result.get('stop_reason')}")
+        con.print(f"[bold yellow]PARTIAL result[/]: {escape(str(result.get('stop_reason')))}")
     errs = result["errors"]["by_class"]
     failed = ", ".join(f"{k} {v}" for k, v in sorted(errs.items())) if errs else ""
     top = Table.grid(padding=(0, 2))
@@ -99,7 +100,7 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
     lag = h["loop_lag_ms"]
     lag_txt = f"loop lag p99 {lag['p99']:.2f} ms" if lag else "loop lag –"
     if h["client_bound"]:
-        con.print(f"[bold red]Client-bound[/]: {'; '.join(h['reasons'])}. Latencies include the client's own "
+        con.print(f"[bold red]Client-bound[/]: {escape('; '.join(h['reasons']))}. Latencies include the client's own "
                   "delay (use fewer streams per process, or --workers when available).")
     else:
         con.print(f"Client: ok ({lag_txt}, CPU {h['cpu_share']:.0%} of one core)")
@@ -108,7 +109,7 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
         parts = []
         for o in v["objectives"]:
             shown = "–" if o["value"] is None else f"{o['value']:.3g}"
-            parts.append(f"{'[green]met[/]' if o['met'] else '[red]MISSED[/]'} {o['slo']} ({shown})")
+            parts.append(f"{'[green]met[/]' if o['met'] else '[red]MISSED[/]'} {escape(o['slo'])} ({shown})")
         con.print("SLOs: " + "; ".join(parts))
         con.print(f"Goodput: {_f(s['goodput'], 2)} req/s, {_f(s['goodput_tokens'])} tok/s "
                   f"({v['good_requests']} of {s['requests_ok']} requests met every per-request objective)")
@@ -116,6 +117,6 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
         con.print(f"Single request: {result['tokens']} tokens, {_f(result['elapsed_seconds'], 3)} s, "
                   f"{_f(result['tokens_per_second'])} tok/s ({result['mode']})")
     for w in result.get("warnings", []):
-        con.print(f"[yellow]warning[/]: {w}")
+        con.print(f"[yellow]warning[/]: {escape(w)}")
     for k, msg in result["errors"]["examples"].items():
-        con.print(f"[red]{k}[/]: {msg}")
+        con.print(f"[red]{k}[/]: {escape(msg)}")

@@ -1,0 +1,88 @@
+"""`make bench`: the client's own cost and accuracy, against a server with exact send times.
+
+Scenarios (TTFT 100 ms, ITL 10 ms, 256 tokens, streaming chat unless said):
+concurrency 1, 16, 64 and 256, and ingest (ITL 0, 64 streams of 4096 tokens). Each runs
+--repeat times on a fresh lean server; the table shows medians. Benchmarks, not tests:
+these machines are noisy, so compare medians and ratios, not single runs.
+
+    python tests/bench.py [--repeat 3] [--json bench-results.json] [--only c256,ingest] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+from typing import Any
+
+from tpsload.accuracy import Scenario, run, startup_cpu_s
+
+SCENARIOS = [
+    Scenario("c1", 1, 8),
+    Scenario("c16", 16, 64),
+    Scenario("c64", 64, 256),
+    Scenario("c256", 256, 768),
+    Scenario("ingest", 64, 64, ttft_ms=0, itl_ms=0, tokens=4096),
+]
+
+
+def median(xs: list[Any]) -> Any:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "ttft_error_mean_ms": median([r["ttft_error_ms"]["mean"] for r in runs]),
+        "ttft_error_p99_ms": median([r["ttft_error_ms"]["p99"] for r in runs]),
+        "itl_error": median([r["itl_error"] for r in runs]),
+        "throughput_error": median([r["throughput_error"] for r in runs]),
+        "server_kept_rate": median([r["server_kept_rate"] for r in runs]),
+        "client_cpu_ms_per_1k_tokens": median([r["client_cpu_ms_per_1k_tokens"] for r in runs]),
+        "output_throughput": median([r["output_throughput"] for r in runs]),
+        "server_cpu_share": median([r["server_cpu_share"] for r in runs]),
+        "loop_lag_p99_ms": median([r["loop_lag_p99_ms"] for r in runs]),
+        "client_bound": [r["client_bound"] for r in runs],
+    }
+
+
+def fmt(v: Any, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", default="bench-results.json")
+    ap.add_argument("--only", default="")
+    ap.add_argument("--workers", type=int, default=1)
+    a = ap.parse_args()
+    only = set(filter(None, a.only.split(",")))
+    results: dict[str, Any] = {"machine": {"cpu": platform.processor(), "python": platform.python_version()},
+                               "startup_cpu_s": median([startup_cpu_s() for _ in range(a.repeat)]),
+                               "workers": a.workers, "scenarios": {}}
+    for sc in SCENARIOS:
+        if only and sc.name not in only:
+            continue
+        if a.workers > 1:
+            sc = Scenario(**{**sc.__dict__, "workers": a.workers})
+        runs = [run(sc) for _ in range(a.repeat)]
+        results["scenarios"][sc.name] = {"scenario": sc.__dict__, "median": summarise(runs), "runs": runs}
+        m = results["scenarios"][sc.name]["median"]
+        print(f"{sc.name:>7}: TTFT error mean {fmt(m['ttft_error_mean_ms'], '.2f')} ms, "
+              f"p99 {fmt(m['ttft_error_p99_ms'], '.2f')} ms | ITL error {fmt(m['itl_error'], '+.2%')} | "
+              f"throughput error {fmt(m['throughput_error'], '+.2%')} | server kept "
+              f"{fmt(m['server_kept_rate'], '.1%')} | client CPU {fmt(m['client_cpu_ms_per_1k_tokens'], '.1f')} "
+              f"ms/1k tok | {fmt(m['output_throughput'], ',.0f')} tok/s | server CPU "
+              f"{fmt(m['server_cpu_share'], '.0%')} | loop lag p99 {fmt(m['loop_lag_p99_ms'], '.1f')} ms",
+              flush=True)
+    print(f"start-up: {results['startup_cpu_s']:.2f} CPU-seconds (`tpsload run --help`)")
+    with open(a.json, "w") as fh:
+        json.dump(results, fh, indent=2)
+    print(f"wrote {a.json}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""A lean streaming server with exact, recorded send times: the truth for `make bench` and `calibrate`.
+
+Unlike the feature-rich mock, it does almost nothing per token: a raw asyncio protocol,
+HTTP/1.1 keep-alive with chunked bodies, and one prebuilt frame written per token at
+its absolute due time. It records, per request, when the request arrived and when its
+first and last token were written (perf_counter_ns: CLOCK_MONOTONIC, machine-wide), and
+its own CPU time, so a benchmark can tell the client's error from the server's, and see
+when the server itself is the bottleneck. GET /log returns the record.
+
+    python -m tpsload.mock.lean --port 0 --ttft-ms 100 --itl-ms 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from time import perf_counter_ns
+from typing import Any
+
+
+def _frame(payload: bytes) -> bytes:
+    """One HTTP/1.1 chunk."""
+    return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+
+TOKEN = _frame(b'data: {"choices":[{"index":0,"delta":{"content":" w"},"finish_reason":null}]}\n\n')
+ROLE = _frame(b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n')
+HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: keep-alive\r\n\r\n")
+
+
+def _tail(n: int, prompt_tokens: int) -> bytes:
+    usage = {"choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n,
+                                      "total_tokens": prompt_tokens + n}}
+    return _frame(b"data: " + json.dumps(usage).encode() + b"\n\n") + _frame(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+
+
+def _json_response(obj: Any) -> bytes:
+    body = json.dumps(obj).encode()
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+
+
+class LeanServer:
+    def __init__(self, ttft_ms: float, itl_ms: float, tokens: int) -> None:
+        self.ttft = ttft_ms / 1e3
+        self.itl = itl_ms / 1e3
+        self.tokens = tokens
+        self.log: list[list[Any]] = []  # [tag, arrival_ns, first_ns, last_ns, n]
+        self.cpu0 = time.process_time()
+
+    def protocol(self) -> "LeanProtocol":
+        return LeanProtocol(self)
+
+
+class LeanProtocol(asyncio.Protocol):
+    def __init__(self, server: LeanServer) -> None:
+        self.server = server
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buf[:end].decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if len(self.buf) < end + 4 + length:
+                return
+            body = self.buf[end + 4:end + 4 + length]
+            self.buf = self.buf[end + 4 + length:]
+            self.handle(head.split(" ", 2), body)
+
+    def handle(self, request_line: list[str], body: bytes) -> None:
+        t = self.transport
+        assert t is not None
+        path = request_line[1] if len(request_line) > 1 else "/"
+        srv = self.server
+        if request_line[0] == "GET":
+            if path.startswith("/log"):
+                t.write(_json_response({"requests": srv.log, "cpu_s": time.process_time() - srv.cpu0}))
+            elif path.endswith("/models"):
+                t.write(_json_response({"object": "list", "data": [{"id": "lean", "object": "model"}]}))
+            else:
+                t.write(_json_response({"status": "ok"}))
+            return
+        arrival_ns = perf_counter_ns()
+        req = json.loads(body)
+        msgs = req.get("messages")
+        tag = msgs[-1]["content"] if msgs else req.get("prompt", "")
+        n = int(req.get("max_tokens") or srv.tokens)
+        entry = [tag[:64], arrival_ns, None, None, n]
+        srv.log.append(entry)
+        loop = asyncio.get_running_loop()
+        t.write(HEAD + ROLE)
+        start = loop.time()
+        tail = _tail(n, len(tag.split()))
+        if srv.itl <= 0:
+            loop.call_at(start + srv.ttft, self.burst, entry, n, tail)
+        else:
+            loop.call_at(start + srv.ttft, self.token, entry, 0, n, start + srv.ttft, tail)
+
+    def token(self, entry: list[Any], i: int, n: int, due: float, tail: bytes) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        now = perf_counter_ns()
+        if i == 0:
+            entry[2] = now
+        entry[3] = now
+        t.write(TOKEN if i < n - 1 else TOKEN + tail)
+        if i + 1 < n:
+            due += self.server.itl  # absolute schedule: lateness does not accumulate
+            asyncio.get_running_loop().call_at(due, self.token, entry, i + 1, n, due, tail)
+
+    def burst(self, entry: list[Any], n: int, tail: bytes) -> None:
+        """ITL 0: every token as fast as the socket takes them (the client's ingest ceiling)."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        entry[2] = perf_counter_ns()
+        t.write(TOKEN * (n - 1))
+        entry[3] = perf_counter_ns()
+        t.write(TOKEN + tail)
+
+
+async def serve(host: str, port: int, ttft_ms: float, itl_ms: float, tokens: int) -> None:
+    loop = asyncio.get_running_loop()
+    srv = LeanServer(ttft_ms, itl_ms, tokens)
+    server = await loop.create_server(srv.protocol, host, port, backlog=4096)
+    print(f"tpsload-lean listening on http://{host}:{server.sockets[0].getsockname()[1]}/v1", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--ttft-ms", type=float, default=100.0)
+    ap.add_argument("--itl-ms", type=float, default=10.0)
+    ap.add_argument("--tokens", type=int, default=256)
+    a = ap.parse_args(argv)
+    coro = serve(a.host, a.port, a.ttft_ms, a.itl_ms, a.tokens)
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
