@@ -52,7 +52,7 @@ def test_continuous_usage_gives_tokens_per_chunk():
 
 def test_reasoning_counted_apart():
     d = decode_stream(stamped(STREAMS["reasoning"][0], 9))
-    assert d.reasoning_chars == len("thinkmore") and d.content_chars == len("answer")
+    assert d.reasoning_chunks == 2 and d.content_chunks == 1
 
 
 @pytest.mark.parametrize("name", sorted(ERROR_STREAMS))

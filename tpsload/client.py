@@ -7,6 +7,9 @@ taken before any parsing (METRICS.md "Timestamps").
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import os
 import ssl
 from array import array
 from time import perf_counter_ns
@@ -31,6 +34,12 @@ def redact(text: str | None, secrets: tuple[str, ...]) -> str | None:
     return text
 
 
+@functools.lru_cache(maxsize=1)
+def _verified_tls() -> ssl.SSLContext:
+    """Made once: loading the CA store costs ~20 ms of CPU, every time."""
+    return ssl.create_default_context()
+
+
 async def _on_reuse(session: Any, ctx: Any, params: Any) -> None:
     if ctx.trace_request_ctx is not None:
         ctx.trace_request_ctx.append(True)
@@ -44,7 +53,7 @@ def make_session(limit: int, timeout_s: float | None, insecure: bool,
     after a stream while claiming keep-alive (llama-server), where a pooled
     connection would be dead by the time it is reused.
     """
-    ssl_ctx: Any = False if insecure else ssl.create_default_context()
+    ssl_ctx: Any = False if insecure else _verified_tls()
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ssl=ssl_ctx,
                                      enable_cleanup_closed=False, ttl_dns_cache=None, force_close=force_close)
     trace = aiohttp.TraceConfig()
@@ -63,6 +72,65 @@ def _status_class(status: int) -> str:
     if status == 429:
         return "http_429"
     return "http_5xx" if status >= 500 else "http_4xx"
+
+
+# Where a stream's bytes go while aiohttp's parser delivers them (see _Tap).
+_TAPS: dict[int, "_Sink"] = {}
+TAP = os.environ.get("TPSLOAD_READ_LOOP") != "1"  # 1: the plain readany() loop, for comparison
+
+
+class _Stop(Exception):
+    """The sink refuses more data: the stream failed (error event, bad data, too large)."""
+
+
+class _Sink:
+    """Receives a stream's bytes with their arrival stamps and decodes them on the spot."""
+
+    __slots__ = ("dec", "budget", "error", "stop", "t_eof", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.dec = StreamDecoder()
+        self.limit = limit
+        self.budget = limit or (1 << 62)
+        self.error: str | None = None
+        self.stop = False
+        self.t_eof: int | None = None
+
+    def __call__(self, ts: int, data: bytes) -> None:
+        if self.stop:
+            return
+        self.budget -= len(data)
+        if self.budget < 0:
+            self.error = f"response larger than {self.limit} bytes"
+            self.stop = True
+        elif not self.dec.feed(ts, data):
+            self.stop = True  # the decoder has the reason (stream_error or protocol)
+
+
+class _Tap(aiohttp.StreamReader):
+    """aiohttp's reader, with data handed to a sink instead of buffered for a read() call.
+
+    Installed by swapping the class of a response's reader (same slots, no new state), and
+    only for streams; the sink is found by the reader's id.
+    """
+
+    __slots__ = ()
+
+    def feed_data(self, data: bytes, size: int = 0) -> bool:
+        sink = _TAPS.get(id(self))
+        if sink is None:
+            return super().feed_data(data, size)
+        if data and not sink.stop:
+            sink(perf_counter_ns(), data)  # stamp first: the moment the bytes reached us
+            if sink.stop:
+                self.set_exception(_Stop())
+        return False
+
+    def feed_eof(self) -> None:
+        sink = _TAPS.get(id(self))
+        if sink is not None:
+            sink.t_eof = perf_counter_ns()
+        super().feed_eof()
 
 
 class Client:
@@ -159,8 +227,17 @@ class Client:
                 resp.release()
 
     async def _read_stream(self, resp: aiohttp.ClientResponse, rec: RequestRecord) -> None:
+        content = resp.content
+        if TAP and type(content) is aiohttp.StreamReader and not content.exception():
+            sink = _Sink(self.max_response_bytes)
+            try:
+                content.__class__ = _Tap
+            except TypeError:  # an aiohttp whose reader layout we do not know: read the usual way
+                pass
+            else:
+                return await self._tap_stream(resp, rec, sink)
         now = perf_counter_ns
-        read = resp.content.readany
+        read = resp.content.readany  # everything buffered: one stamp for what arrived together
         dec = StreamDecoder()
         feed = dec.feed
         budget = self.max_response_bytes or (1 << 62)
@@ -183,6 +260,33 @@ class Client:
             # On cancel or error too: keep what was measured before it.
             self._finish(rec, dec.close(perf_counter_ns()))
 
+    async def _tap_stream(self, resp: aiohttp.ClientResponse, rec: RequestRecord, sink: "_Sink") -> None:
+        """Bytes are stamped and parsed in aiohttp's data callback as they arrive; this task
+        only waits for the end. No wake-up per chunk, and no task-switch delay in the stamps."""
+        content = resp.content
+        key = id(content)
+        try:
+            buffered = content.read_nowait()  # what came in with the headers
+            if buffered:
+                sink(perf_counter_ns(), buffered)
+            _TAPS[key] = sink
+            if not content.is_eof() and not sink.stop:
+                timeout = resp._timer  # noqa: SLF001 - keeps aiohttp's own total timeout in force
+                with timeout if timeout is not None else contextlib.nullcontext():
+                    await content.wait_eof()
+            if sink.error:
+                self._fail(rec, "protocol", sink.error)
+                resp.close()
+            elif rec.error_class is None:
+                rec.t_end = sink.t_eof or perf_counter_ns()
+        except _Stop:
+            if sink.error:
+                self._fail(rec, "protocol", sink.error)
+            resp.close()
+        finally:
+            _TAPS.pop(key, None)
+            self._finish(rec, sink.dec.close(perf_counter_ns()))
+
     def _finish(self, rec: RequestRecord, out: Decoded) -> None:
         if out.chunk_times:
             rec.chunk_times = array("q", out.chunk_times)
@@ -195,8 +299,8 @@ class Client:
                     k.append(c - prev)
                     prev = c
                 rec.chunk_tokens = k
-        rec.content_chars = out.content_chars
-        rec.reasoning_chars = out.reasoning_chars
+        rec.content_chunks = out.content_chunks
+        rec.reasoning_chunks = out.reasoning_chunks
         rec.finish_reason = out.finish_reason
         apply_counts(rec, out)
         if rec.error_class:

@@ -7,12 +7,20 @@ a role-only chunk, an empty chunk or a usage-only chunk is not output.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .sse import SSEEvent, SSEParser
+from .sse import SSEParser
 
 _loads = json.loads
+
+# After the first token, a chunk whose JSON needs nothing but "does it carry output?" is
+# classified by these instead of being parsed (a third of the per-chunk cost at high load).
+# Anything else -- usage, timings, an error, finish_reason, non-ASCII text, odd framing --
+# takes the full parse.
+_NEEDS_PARSE = re.compile(rb'"(?:usage|timings)"\s*:\s*\{|"error"|"finish_reason"\s*:\s*"').search
+_OUTPUT = re.compile(rb'"(content|text|reasoning_content|reasoning)"\s*:\s*"(?:[^"\\]|\\.)').search
 
 
 class ProtocolError(ValueError):
@@ -25,9 +33,10 @@ class Decoded:
 
     chunk_times: list[int] = field(default_factory=list)  # arrival (ns) of each output-bearing chunk
     chunk_usage: list[int] | None = None  # cumulative completion_tokens per output chunk, when sent
-    content_chars: int = 0
-    reasoning_chars: int = 0
-    text_parts: list[str] = field(default_factory=list)
+    content_chunks: int = 0  # output chunks with content (or completions text) ...
+    reasoning_chunks: int = 0  # ... and with reasoning, counted apart
+    # output text in order; raw JSON bytes for chunks the fast path did not parse
+    text_parts: list[str | bytes] = field(default_factory=list)
     usage: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
     finish_reason: str | None = None
@@ -39,7 +48,16 @@ class Decoded:
 
     @property
     def text(self) -> str:
-        return "".join(self.text_parts)
+        """The generated text (parses the chunks the fast path skipped: only needed without usage)."""
+        parts = []
+        for p in self.text_parts:
+            if type(p) is bytes:
+                tmp = Decoded()
+                _apply(_loads(p), tmp)
+                parts.extend(tmp.text_parts)  # type: ignore[arg-type]
+            else:
+                parts.append(p)
+        return "".join(parts)  # type: ignore[arg-type]
 
 
 def build_body(
@@ -121,8 +139,8 @@ def _apply(obj: Any, out: Decoded) -> tuple[bool, int | None]:
             content, reasoning = _output_of(choice)
             if content or reasoning:
                 carries = True
-                out.content_chars += len(content)
-                out.reasoning_chars += len(reasoning)
+                out.content_chunks += bool(content)
+                out.reasoning_chunks += bool(reasoning)
                 out.text_parts.append(reasoning + content)
             fr = choice.get("finish_reason")
             if fr:
@@ -148,8 +166,25 @@ class StreamDecoder:
     def feed(self, ts: int, data: bytes) -> bool:
         """Returns False once the stream has failed (error event or unparseable data)."""
         out = self.out
-        for ev in self._parser.feed(data):
-            self._event(ev, ts)
+        times = out.chunk_times
+        for ev in self._parser.feed_raw(data):
+            if type(ev) is bytes:
+                # the first token is always decided by a full parse; later plain chunks need not be
+                if times and ev and ev[0] == 123 and ev[-1] == 125 and ev.isascii() and not _NEEDS_PARSE(ev):
+                    out.events += 1
+                    m = _OUTPUT(ev)
+                    if m:
+                        times.append(ts)
+                        self._have_cum = False
+                        out.text_parts.append(ev)
+                        if m.end(1) - m.start(1) < 8:  # "content" or "text", not "reasoning..."
+                            out.content_chunks += 1
+                        else:
+                            out.reasoning_chunks += 1
+                    continue
+                self._event(ev, None, ts)
+            else:
+                self._event(ev.data, ev.event, ts)
             if out.error or out.protocol_error:
                 return False
         return True
@@ -158,16 +193,15 @@ class StreamDecoder:
         out = self.out
         if not (out.error or out.protocol_error):
             for ev in self._parser.close():
-                self._event(ev, ts)
+                self._event(ev.data, ev.event, ts)
         out.comments = self._parser.comments
         if self._have_cum and self._cum and len(self._cum) == len(out.chunk_times):
             out.chunk_usage = self._cum
         return out
 
-    def _event(self, ev: SSEEvent, ts: int) -> None:
+    def _event(self, data: bytes, event: bytes | None, ts: int) -> None:
         out = self.out
         out.events += 1
-        data = ev.data
         if data == b"[DONE]":
             out.done = True
             return
@@ -176,12 +210,12 @@ class StreamDecoder:
         try:
             obj = _loads(data)
         except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both
-            if ev.event == b"error":
+            if event == b"error":
                 out.error = data.decode("utf-8", "replace")[:500]
             else:
                 out.protocol_error = f"unparseable data line ({e.__class__.__name__}: {e})"[:300]
             return
-        if ev.event == b"error" and isinstance(obj, dict) and "error" not in obj:
+        if event == b"error" and isinstance(obj, dict) and "error" not in obj:
             out.error = error_message({"error": obj})
             return
         try:

@@ -50,8 +50,8 @@ class RequestRecord:
     token_counts: dict[str, int] = field(default_factory=dict)  # every source that was available
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
-    content_chars: int = 0
-    reasoning_chars: int = 0
+    content_chunks: int = 0
+    reasoning_chunks: int = 0  # reasoning output, counted apart from content
     finish_reason: str | None = None
     status: int | None = None
     error_class: str | None = None
@@ -94,8 +94,8 @@ class RequestRecord:
             "token_counts": self.token_counts,
             "prompt_tokens": self.prompt_tokens,
             "cached_tokens": self.cached_tokens,
-            "content_chars": self.content_chars,
-            "reasoning_chars": self.reasoning_chars,
+            "content_chunks": self.content_chunks,
+            "reasoning_chunks": self.reasoning_chunks,
             "finish_reason": self.finish_reason,
             "retries": self.retries,
             # microseconds after t_send: exact enough, and a quarter of the size

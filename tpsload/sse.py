@@ -40,37 +40,57 @@ class SSEParser:
         self.comments = 0
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        return [SSEEvent(e) if type(e) is bytes else e for e in self.feed_raw(chunk)]
+
+    def feed_raw(self, chunk: bytes) -> list[SSEEvent | bytes]:
+        """Like feed(), but a plain `data:` event (no event name) comes as its data bytes alone."""
         if not chunk:
             return []
-        if not self._buf and not self._data and not self._skip_lf and b"\r" not in chunk:
-            return self._feed_lf(chunk)
-        return self._feed_any(chunk)
+        if self._skip_lf or b"\r" in chunk:
+            return self._feed_any(chunk)  # type: ignore[return-value]
+        if self._buf:  # a line split by the previous read: it continues here
+            chunk = self._buf + chunk
+            self._buf = b""
+        events: list[SSEEvent | bytes] = []
+        if self._data:
+            # an event left open by the previous read: finish it line by line, then the fast
+            # path takes over at the next event boundary
+            pos = 0
+            while self._data:
+                nl = chunk.find(b"\n", pos)
+                if nl < 0:
+                    self._buf = chunk[pos:]
+                    return events
+                self._line(chunk[pos:nl], events)  # type: ignore[arg-type]
+                pos = nl + 1
+            chunk = chunk[pos:]
+        return events + self._feed_lf(chunk) if events else self._feed_lf(chunk)
 
-    def _feed_lf(self, chunk: bytes) -> list[SSEEvent]:
+    def _feed_lf(self, chunk: bytes) -> list[SSEEvent | bytes]:
         """The common case, LF-only lines and `data: X` events: split on blank lines, no per-line work."""
         blocks = chunk.split(b"\n\n")
         rest = blocks.pop()  # after the last blank line: an incomplete event, or b""
-        events: list[SSEEvent] = []
+        events: list[SSEEvent | bytes] = []
         for block in blocks:
             if block[:6] == b"data: " and b"\n" not in block:
-                events.append(SSEEvent(block[6:]))
+                events.append(block[6:])
             elif block:
                 for line in block.split(b"\n"):
-                    self._line(line, events)
-                self._line(b"", events)
+                    self._line(line, events)  # type: ignore[arg-type]
+                self._line(b"", events)  # type: ignore[arg-type]
             else:
                 # an empty block: this blank line ends the event a previous block left open, if any
-                self._line(b"", events)
+                self._line(b"", events)  # type: ignore[arg-type]
         if rest:
             if rest[-1:] == b"\n":
                 # complete lines without their blank line yet: fold them in, keep the event open
                 for line in rest[:-1].split(b"\n"):
-                    self._line(line, events)
+                    self._line(line, events)  # type: ignore[arg-type]
             else:
                 lines = rest.split(b"\n")
                 self._buf = lines.pop()
                 for line in lines:
-                    self._line(line, events)
+                    self._line(line, events)  # type: ignore[arg-type]
         return events
 
     def _feed_any(self, chunk: bytes) -> list[SSEEvent]:
