@@ -12,11 +12,13 @@ import functools
 import os
 import ssl
 from array import array
+from functools import partial
 from time import perf_counter_ns
 from typing import Any, Callable
 
 import aiohttp
 
+from .config import RunConfig
 from .protocol import Decoded, StreamDecoder, decode_body, error_from_body
 from .records import RequestRecord
 from .tokens import apply_counts
@@ -317,3 +319,12 @@ class Client:
         if rec.error_class is None:
             rec.error_class = cls
             rec.error = redact(msg, self.secrets)[:500] if msg else msg
+
+
+def open_client(cfg: RunConfig, llama_cpp: bool) -> Client:
+    """The run's HTTP client: one session, a connection per request for servers that close after streams."""
+    limit = cfg.concurrency + 4 if cfg.concurrency else 0  # 0: no limit (uncapped open loop)
+    session = partial(make_session, limit, cfg.timeout_s, cfg.insecure)
+    return Client(session(force_close=llama_cpp), cfg.url, cfg.request_headers(), cfg.stream, cfg.secrets(),
+                  fresh_session=partial(session, force_close=True), first_byte_timeout_s=cfg.first_byte_timeout_s,
+                  max_response_bytes=cfg.max_response_bytes)

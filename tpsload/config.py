@@ -52,6 +52,7 @@ class RunConfig:
     concurrency: int = 1  # closed loop: requests in flight; open loop: the cap (0 = none)
     rate: float | None = None  # open loop: requests per second
     slos: tuple[str, ...] = ()
+    workers: int = 1  # processes the load is split over; 0 = auto
     arrival: str = "poisson"
     burstiness: float = 1.0
     requests: int | None = 1
@@ -158,6 +159,19 @@ def parse_rate(value: str | None, flag: str = "--max-error-rate") -> float | Non
     return r
 
 
+def parse_workers(value: str) -> int:
+    """'auto' -> 0; otherwise a positive count."""
+    if str(value).strip().lower() == "auto":
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        raise TpsloadError(f"--workers {value!r}: a number of processes, or 'auto'") from None
+    if n < 1:
+        raise TpsloadError(f"--workers {value!r}: at least 1")
+    return n
+
+
 def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
     """Raw flag values -> a validated RunConfig; `given` names the flags given on the command line."""
     def explicit(name: str) -> bool:
@@ -231,6 +245,7 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
         temperature=o["temperature"], concurrency=concurrency, requests=requests, duration_s=duration,
         rate=rate, arrival=o["arrival"], burstiness=o["burstiness"],
         slos=tuple(slo.parse(t).text for t in o["slo"]),
+        workers=parse_workers(o["workers"]),
         warmup=o["warmup"], grace_s=o["grace"], tokenizer=o["tokenizer"], single=not load_flags,
         mock=o["mock"],
     )

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
-from functools import partial
 from typing import Any
 
 import click
 
 from . import prepare
 from .checks import context_warning, workload_checks
-from .client import Client, make_session
+from .client import make_session, open_client
 from .config import RunConfig, TpsloadError
 from .export import json as export_json
 from .output.console import LiveProgress
@@ -20,6 +19,7 @@ from .preflight import preflight
 from .result import build_result
 from .runner import Runner, RunState
 from .tokens import Tokenizer, resolve_pending
+from .workers import run_workers, workers_for
 from .workload import Workload
 
 
@@ -55,18 +55,18 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
         if ctx_warning:
             warnings.append(ctx_warning)
             click.echo(f"warning: {ctx_warning}", err=True)
-        limit = cfg.concurrency + 4 if cfg.concurrency else 0  # 0: no limit (uncapped open loop)
-        session = partial(make_session, limit, cfg.timeout_s, cfg.insecure)
-        client = Client(session(force_close=info.llama_cpp), cfg.url, cfg.request_headers(), cfg.stream,
-                        cfg.secrets(), fresh_session=partial(session, force_close=True),
-                        first_byte_timeout_s=cfg.first_byte_timeout_s, max_response_bytes=cfg.max_response_bytes)
-        runner.client = client
-        runner.workload = workload
         if show_progress:
             total = (cfg.requests + cfg.warmup) if cfg.requests is not None else None
             progress = LiveProgress(sys.stderr, total, None if total else cfg.duration_s)
+        if workers_for(cfg) > 1:
+            runner.remove_signals()
+            await run_workers(cfg, workload, info.llama_cpp, workers_for(cfg), state, progress)
+        else:
+            client = open_client(cfg, info.llama_cpp)
+            runner.client = client
+            runner.workload = workload
             runner.progress = progress
-        await runner.run()
+            await runner.run()
     except TpsloadError:
         raise
     except Exception as e:  # a bug of ours must not lose what was measured

@@ -44,6 +44,12 @@ def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], serv
     send_lags = [(r.t_send - r.t_sched) / 1e6 for r in records
                  if not r.warmup and r.t_send is not None and r.t_sched is not None]
     health = verdict(state.lags.lags_ms, send_lags, state.cpu_s, state.wall_s)
+    if state.workers:
+        # several processes: CPU is judged per worker (each has its own core), the rest pooled
+        health["cpu_share"] = state.cpu_s / state.wall_s if state.wall_s else 0.0
+        health["reasons"] = [f"worker {w['pid']}: {why}" for w in state.workers for why in w["reasons"]]
+        health["client_bound"] = any(w["client_bound"] for w in state.workers)
+        health["workers"] = state.workers
     measured = [r for r in records if not r.warmup]
     pr = per_request([r for r in measured if r.ok])
     summary = summarize(records, cfg.concurrency, open_loop=bool(cfg.rate), pr=pr)

@@ -11,7 +11,7 @@ import gc
 import signal
 from dataclasses import dataclass, field
 from time import perf_counter_ns
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -34,6 +34,30 @@ MIN_REQUESTS_FOR_RATE = 20
 GONE_AFTER = 16
 
 
+@dataclass(frozen=True)
+class Share:
+    """This process's part of a run split over worker processes (workers.py).
+
+    Its config already holds its own concurrency, request and warm-up counts; the share
+    says which of the run's request indices are its, and the times all workers keep.
+    """
+
+    warmup_indices: tuple[int, ...] = ()
+    indices: tuple[int, ...] | None = None  # None (a --duration run): first, first + stride, ...
+    first: int = 0
+    stride: int = 1
+    times_ns: tuple[int, ...] | None = None  # open loop: absolute send times, warm-up first
+    start_ns: int | None = None  # every worker starts at this instant
+    deadline_ns: int | None = None  # open loop --duration: the shared end
+
+    def index(self, k: int, warmup: bool) -> int:
+        if warmup:
+            return self.warmup_indices[k]
+        if self.indices is not None:
+            return self.indices[k]
+        return self.first + k * self.stride
+
+
 @dataclass
 class RunState:
     """What the run has done so far; shared with the progress display and the final report."""
@@ -51,10 +75,16 @@ class RunState:
     cpu_s: float = 0.0
     wall_s: float = 0.0
     internal_error: BaseException | None = None
+    workers: list[dict[str, Any]] = field(default_factory=list)  # per-worker health, with --workers
 
     @property
     def partial(self) -> bool:
         return self.stop_reason is not None
+
+
+def schedule(n: int, cfg: RunConfig) -> np.ndarray:
+    """The open-loop plan: n send offsets in ns from the start."""
+    return (arrival_offsets(n, cfg.rate or 1.0, cfg.arrival, cfg.burstiness, cfg.seed) * 1e9).astype(np.int64)
 
 
 async def _sleep_until(when: int) -> None:
@@ -67,8 +97,9 @@ async def _sleep_until(when: int) -> None:
 
 class Runner:
     def __init__(self, cfg: RunConfig, client: Client, workload: Workload, state: RunState,
-                 progress: Callable[[RunState], None] | None = None) -> None:
+                 progress: Callable[[RunState], None] | None = None, share: Share | None = None) -> None:
         self.cfg = cfg
+        self.share = share
         self.client = client
         self.workload = workload
         self.state = state
@@ -127,6 +158,8 @@ class Runner:
         ticker = asyncio.get_running_loop().create_task(self._tick()) if self.progress else None
         try:
             cfg = self.cfg
+            if self.share and self.share.start_ns and not cfg.rate:
+                await _sleep_until(self.share.start_ns)
             if cfg.rate:
                 await self._open_loop()
             elif cfg.warmup and not st.stopping:
@@ -161,6 +194,7 @@ class Runner:
     async def _worker(self, end: int | None, deadline: int | None, warmup: bool) -> None:
         st = self.state
         now = perf_counter_ns
+        share = self.share
         while not st.stopping:
             i = self._next
             if end is not None and i >= end:
@@ -168,6 +202,8 @@ class Runner:
             if deadline is not None and now() >= deadline:
                 return
             self._next = i + 1
+            if share is not None:  # this worker's part of the run's request indices
+                i = share.index(i if warmup else i - self.cfg.warmup, warmup)
             await self._request(RequestRecord(index=i, warmup=warmup))
 
     async def _request(self, rec: RequestRecord) -> None:
@@ -197,15 +233,25 @@ class Runner:
         """
         cfg = self.cfg
         st = self.state
-        n = (cfg.requests + cfg.warmup) if cfg.requests is not None else \
-            int(cfg.duration_s * cfg.rate) + 1 + cfg.warmup  # type: ignore[operator]
-        offsets = (arrival_offsets(n, cfg.rate, cfg.arrival, cfg.burstiness, cfg.seed) * 1e9).astype(np.int64)
+        share = self.share
+        if share is not None and share.times_ns is not None:
+            plan = list(zip((*share.warmup_indices, *(share.indices or ())), share.times_ns, strict=True))
+            n_warmup = len(share.warmup_indices)
+            deadline = share.deadline_ns
+            st.measure_t0 = share.start_ns
+        else:
+            n = (cfg.requests + cfg.warmup) if cfg.requests is not None else \
+                int(cfg.duration_s * cfg.rate) + 1 + cfg.warmup  # type: ignore[operator]
+            offsets = schedule(n, cfg)
+            t0 = perf_counter_ns() + START_DELAY_NS
+            st.measure_t0 = t0
+            plan = [(i, t0 + off) for i, off in enumerate(offsets.tolist())]
+            n_warmup = cfg.warmup
+            # with --duration, warm-up requests come first and the measured time after them
+            deadline = t0 + int(offsets[min(cfg.warmup, n - 1)]) + int(cfg.duration_s * 1e9) \
+                if cfg.duration_s else None
         loop = asyncio.get_running_loop()
         cap = asyncio.Semaphore(cfg.concurrency) if cfg.concurrency else None
-        t0 = perf_counter_ns() + START_DELAY_NS
-        st.measure_t0 = t0
-        # with --duration, warm-up requests come first and the measured time after them
-        deadline = t0 + int(offsets[min(cfg.warmup, n - 1)]) + int(cfg.duration_s * 1e9) if cfg.duration_s else None
         pending: set[asyncio.Task[None]] = set()
 
         async def one(rec: RequestRecord) -> None:
@@ -216,8 +262,7 @@ class Runner:
                     cap.release()
 
         try:
-            for i, off in enumerate(offsets.tolist()):
-                when = t0 + off
+            for k, (i, when) in enumerate(plan):
                 if st.stopping or (deadline is not None and when >= deadline):
                     break
                 await _sleep_until(when)
@@ -227,7 +272,7 @@ class Runner:
                     if cap:
                         cap.release()
                     break
-                rec = RequestRecord(index=i, warmup=i < cfg.warmup, t_sched=when)
+                rec = RequestRecord(index=i, warmup=k < n_warmup, t_sched=when)
                 task = loop.create_task(one(rec))
                 pending.add(task)
                 self._tasks.add(task)

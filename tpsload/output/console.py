@@ -102,6 +102,9 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
     if h["client_bound"]:
         con.print(f"[bold red]Client-bound[/]: {escape('; '.join(h['reasons']))}. Latencies include the client's own "
                   "delay (use fewer streams per process, or --workers when available).")
+    elif h.get("workers"):
+        con.print(f"Client: ok ({lag_txt}, {len(h['workers'])} worker processes, CPU "
+                  f"{max(w['cpu_share'] for w in h['workers']):.0%} of a core at most)")
     else:
         con.print(f"Client: ok ({lag_txt}, CPU {h['cpu_share']:.0%} of one core)")
     if result.get("slo"):
