@@ -71,6 +71,11 @@ def main() -> None:
         runs = [run(sc) for _ in range(a.repeat)]
         results["scenarios"][sc.name] = {"scenario": sc.__dict__, "median": summarise(runs), "runs": runs}
         m = results["scenarios"][sc.name]["median"]
+        if sc.itl_ms == 0:  # ingest: the server sends everything at once; only speed and cost mean anything
+            print(f"{sc.name:>7}: {fmt(m['output_throughput'], ',.0f')} tok/s | client CPU "
+                  f"{fmt(m['client_cpu_ms_per_1k_tokens'], '.1f')} ms/1k tok | server CPU "
+                  f"{fmt(m['server_cpu_share'], '.0%')}", flush=True)
+            continue
         print(f"{sc.name:>7}: TTFT error mean {fmt(m['ttft_error_mean_ms'], '.2f')} ms, "
               f"p99 {fmt(m['ttft_error_p99_ms'], '.2f')} ms | ITL error {fmt(m['itl_error'], '+.2%')} | "
               f"throughput error {fmt(m['throughput_error'], '+.2%')} | server kept "

@@ -128,3 +128,14 @@ def test_a_killed_worker_leaves_a_partial_result_naming_it(mock_server, tmp_path
     assert 0 < res["summary"]["requests_ok"] < 400
     assert len(res["client_health"]["workers"]) == 1
     assert "Traceback" not in err
+
+
+def test_calibrate_reports_error_ceiling_and_workers(tmp_path):
+    out = tmp_path / "cal.json"
+    p = tpsload("calibrate", "-c", "8", "--tokens", "24", "--tokens-per-second", "200", "--ttft-ms", "20",
+                "--json", str(out), check=0, timeout=300)
+    assert "recommendation: --workers 1" in p.stdout and "ingest ceiling" in p.stdout
+    cal = load_json(out)
+    run = cal["runs"][0]
+    assert run["ttft_error_ms"]["mean"] < 2.0 and abs(run["itl_error"]) < 0.01
+    assert cal["recommended_workers"] == 1 and cal["ingest"]["output_throughput"] > 10_000

@@ -8,6 +8,7 @@ import click
 
 from .. import __version__
 from ..errors import TpsloadError
+from .calibrate import calibrate_command
 from .mock import mock_command
 from .run import run_command
 from .sweep import sweep_command
@@ -22,6 +23,7 @@ def cli() -> None:
 cli.add_command(run_command)
 cli.add_command(sweep_command)
 cli.add_command(mock_command)
+cli.add_command(calibrate_command)
 
 
 def main() -> None:

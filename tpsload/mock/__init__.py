@@ -1,6 +1,8 @@
-"""The bundled OpenAI-compatible mock server (`tpsload mock`)."""
+"""The bundled OpenAI-compatible mock server (`tpsload mock`) and the lean bench server.
+
+Only the launcher is imported here: the servers (aiohttp.web) load in their own process.
+"""
 
 from .launch import MockProcess
-from .server import MockConfig
 
-__all__ = ["MockConfig", "MockProcess"]
+__all__ = ["MockProcess"]
