@@ -53,6 +53,8 @@ class RunConfig:
     rate: float | None = None  # open loop: requests per second
     slos: tuple[str, ...] = ()
     workers: int = 1  # processes the load is split over; 0 = auto
+    label: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
     arrival: str = "poisson"
     burstiness: float = 1.0
     requests: int | None = 1
@@ -159,6 +161,13 @@ def parse_rate(value: str | None, flag: str = "--max-error-rate") -> float | Non
     return r
 
 
+def parse_tag(t: str) -> tuple[str, str]:
+    k, sep, v = t.partition("=")
+    if not sep or not k.strip():
+        raise TpsloadError(f"--tag {t!r}: expected key=value (e.g. --tag gpu=H100)")
+    return k.strip(), v.strip()
+
+
 def parse_workers(value: str) -> int:
     """'auto' -> 0; otherwise a positive count."""
     if str(value).strip().lower() == "auto":
@@ -246,6 +255,7 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
         rate=rate, arrival=o["arrival"], burstiness=o["burstiness"],
         slos=tuple(slo.parse(t).text for t in o["slo"]),
         workers=parse_workers(o["workers"]),
+        label=o["label"], tags=tuple(parse_tag(t) for t in o["tag"]),
         warmup=o["warmup"], grace_s=o["grace"], tokenizer=o["tokenizer"], single=not load_flags,
         mock=o["mock"],
     )

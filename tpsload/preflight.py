@@ -75,7 +75,7 @@ async def preflight(cfg: RunConfig, session: aiohttp.ClientSession, timeout: flo
         info.server["server_header"] = server_hdr
     await _llama_props(cfg, session, headers, timeout, info)
     if not info.llama_cpp:
-        await _vllm_version(cfg, session, headers, timeout, info)
+        await _version(cfg, session, headers, timeout, info)
     if not cfg.model:
         if not ids:
             raise TpsloadError(f"cannot pick a model: {models_url} answered HTTP {status} with no model list; "
@@ -90,14 +90,17 @@ async def preflight(cfg: RunConfig, session: aiohttp.ClientSession, timeout: flo
     return info
 
 
-async def _vllm_version(cfg: RunConfig, session: aiohttp.ClientSession, headers: dict[str, str],
-                        timeout: float, info: ServerInfo) -> None:
-    try:
-        status, body, _ = await _get(session, server_root(cfg.base_url) + "/version", headers, timeout)
-    except (aiohttp.ClientError, asyncio.TimeoutError):
-        return
-    if status == 200 and isinstance(body, dict) and isinstance(body.get("version"), str):
-        info.server["vllm_version"] = body["version"]
+async def _version(cfg: RunConfig, session: aiohttp.ClientSession, headers: dict[str, str],
+                   timeout: float, info: ServerInfo) -> None:
+    """vLLM answers /version; SGLang /get_server_info. Whatever is not there is simply absent."""
+    for path, key in (("/version", "vllm_version"), ("/get_server_info", "sglang_version")):
+        try:
+            status, body, _ = await _get(session, server_root(cfg.base_url) + path, headers, timeout)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            continue
+        if status == 200 and isinstance(body, dict) and isinstance(body.get("version"), str):
+            info.server[key] = body["version"]
+            return
 
 
 async def _llama_props(cfg: RunConfig, session: aiohttp.ClientSession, headers: dict[str, str],

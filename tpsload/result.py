@@ -28,6 +28,18 @@ def client_host() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
+SAMPLE_COLUMNS = ("ttft_ms", "tpot_ms", "e2e_latency_ms", "decode_tps", "output_tokens")
+
+
+def samples(pr: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    """Per-request values of the key metrics (successful requests, rounded): what `compare`
+    resamples for its confidence intervals. A missing value is null."""
+    cols: dict[str, Any] = {c: [None if c not in row else round(row[c], 4) for row in pr.rows]
+                            for c in SAMPLE_COLUMNS}
+    cols["duration_s"] = summary["duration_s"]
+    return cols
+
+
 def accounting(measured: list[Any]) -> dict[str, Any]:
     """Every started request must be ok, failed (by class) or cancelled (issue #5's invariant)."""
     ok = sum(1 for r in measured if r.ok)
@@ -64,6 +76,8 @@ def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], serv
                     "nor cancelled; this is a tpsload bug, please report it with --records"]
     result: dict[str, Any] = {
         "tpsload_version": __version__,
+        "label": cfg.label,
+        "tags": dict(cfg.tags),
         "partial": state.partial,
         "stop_reason": state.stop_reason,
         "started_at": started_at.isoformat(timespec="seconds"),
@@ -73,6 +87,7 @@ def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], serv
         "client": client_host(),
         "summary": summary,
         "client_health": health,
+        "samples": samples(pr, summary),
         "slo": verdict_slo if cfg.slos else None,
         "errors": errors(records),
         "warnings": warnings,

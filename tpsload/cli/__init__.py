@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from ..errors import TpsloadError
 from .calibrate import calibrate_command
+from .compare import compare_command
 from .mock import mock_command
 from .run import run_command
 from .sweep import sweep_command
@@ -24,6 +25,7 @@ cli.add_command(run_command)
 cli.add_command(sweep_command)
 cli.add_command(mock_command)
 cli.add_command(calibrate_command)
+cli.add_command(compare_command)
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ from ..runner import MIN_REQUESTS_FOR_RATE
 DEFAULT_MAX_TOKENS = 256
 
 COMMON = [
+    click.option("--label", default=None, help="A name for this result in comparisons and reports."),
+    click.option("--tag", multiple=True, metavar="KEY=VALUE", help="Describe the setup (repeatable): gpu=H100."),
     click.option("--workers", default="1", show_default=True, metavar="N|auto",
                  help="Split the load over N processes (auto: one per 128 streams, at most the cores)."),
     click.option("--base-url", envvar="OPENAI_BASE_URL", help="Server's OpenAI base URL, e.g. http://127.0.0.1:8080/v1 "
