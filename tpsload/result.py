@@ -100,3 +100,49 @@ def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], serv
     if cfg.single and len(measured) == 1:
         result.update(legacy_fields(measured[0]))
     return result
+
+
+# scalars that are a property of one run: across repetitions, their mean (and spread) is reported
+PER_RUN = ("output_throughput", "total_token_throughput", "request_throughput", "steady_output_throughput",
+           "concurrency_achieved", "goodput", "goodput_tokens", "achieved_rate")
+
+
+def combine_repeats(cfg: RunConfig, reps: list[tuple[dict[str, Any], RunState]], started_at: _dt.datetime
+                    ) -> tuple[dict[str, Any], RunState]:
+    """N repetitions -> one result: distributions over all their requests, per-run numbers as
+    the mean across repetitions, the spread in `repeat_spread`, each repetition in `repeats`."""
+    import numpy as np
+
+    pooled = RunState()
+    for k, (_, st) in enumerate(reps):
+        for r in st.records:
+            r.index += k * REPEAT_INDEX_STEP  # unique across repetitions in --records
+        pooled.records.extend(st.records)
+        pooled.lags.lags_ms.extend(st.lags.lags_ms)
+        pooled.cpu_s += st.cpu_s
+        pooled.wall_s += st.wall_s
+        pooled.workers.extend(st.workers)
+        if st.stop_reason and not pooled.stop_reason:
+            pooled.stop_reason, pooled.signal = st.stop_reason, st.signal
+    pooled.t0 = min(st.t0 for _, st in reps)
+    first = reps[0][0]
+    result = build_result(cfg, pooled, first["workload"], first["server"], started_at, first["warnings"])
+    result["model"] = first.get("model")
+    s = result["summary"]
+    s["duration_s"] = sum(r["summary"]["duration_s"] for r, _ in reps)
+    spread = {}
+    for key in PER_RUN:
+        vals = [r["summary"].get(key) for r, _ in reps]
+        if all(isinstance(v, (int, float)) for v in vals) and vals:
+            a = np.asarray(vals, dtype=np.float64)
+            s[key] = float(a.mean())
+            spread[key] = {"n": len(a), "mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+                           "min": float(a.min()), "max": float(a.max()),
+                           "cv": float(a.std(ddof=1) / a.mean()) if len(a) > 1 and a.mean() else 0.0}
+    result["repeat_spread"] = spread
+    result["repeats"] = [{"summary": r["summary"], "client_health": r["client_health"], "partial": r["partial"],
+                          "started_at": r["started_at"]} for r, _ in reps]
+    return result, pooled
+
+
+REPEAT_INDEX_STEP = 1_000_000

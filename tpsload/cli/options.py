@@ -74,6 +74,8 @@ COMMON = [
 
 # Load shape and outputs of one run; `sweep` declares its own (lists of levels).
 RUN_LOAD = [
+    click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Independent repetitions; the result reports their spread (and compare resamples them)."),
     click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
                   help="Requests in flight (closed loop) [default 1]."),
     click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,

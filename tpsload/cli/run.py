@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import sys
 from typing import Any
 
@@ -13,20 +15,33 @@ from ..export import jsonl as export_jsonl
 from ..measure import measure, run_async
 from ..mock import MockProcess
 from ..output.console import render
+from ..result import combine_repeats
 from . import options
+
+REPEAT_SEED_STEP = 100_003
 
 
 def execute(cfg: RunConfig, json_path: str | None, records_path: str | None, quiet: bool,
-            mock_options: dict[str, Any], fail_on_slo: bool = False) -> int:
+            mock_options: dict[str, Any], fail_on_slo: bool = False, repeat: int = 1) -> int:
     mock = None
     if cfg.mock:
         mock = MockProcess(**mock_options).start()
-        cfg = RunConfig(**{**cfg.__dict__, "base_url": mock.base_url})
+        cfg = dataclasses.replace(cfg, base_url=mock.base_url)
+    started_at = dt.datetime.now(dt.timezone.utc)
     try:
-        result, state = run_async(measure(cfg, show_progress=not quiet))
+        reps = []
+        for k in range(repeat):
+            # each repetition its own prompts: a repeat must not find the last one's in the prompt cache
+            rep_cfg = dataclasses.replace(cfg, seed=cfg.seed + REPEAT_SEED_STEP * k) if k else cfg
+            if repeat > 1 and not quiet:
+                click.echo(f"repetition {k + 1} of {repeat}", err=True)
+            reps.append(run_async(measure(rep_cfg, show_progress=not quiet)))
+            if reps[-1][1].stop_reason:
+                break
     finally:
         if mock:
             mock.stop()
+    result, state = reps[0] if len(reps) == 1 else combine_repeats(cfg, reps, started_at)
     if json_path:
         export_json.write(result, json_path)
     if records_path:
@@ -60,5 +75,6 @@ def run_command(ctx: click.Context, **o: Any) -> None:
     """Measure a server under load: TTFT, ITL, TPOT, latency and tokens/s."""
     cfg = from_flags(o, options.given(ctx))
     code = execute(cfg, o["json_path"], o["records_path"], o["quiet"],
-                   {"ttft_ms": o["mock_ttft_ms"], "itl_ms": o["mock_itl_ms"]}, fail_on_slo=o["fail_on_slo"])
+                   {"ttft_ms": o["mock_ttft_ms"], "itl_ms": o["mock_itl_ms"]}, fail_on_slo=o["fail_on_slo"],
+                   repeat=o["repeat"])
     ctx.exit(code)

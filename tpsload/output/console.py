@@ -78,7 +78,10 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
     failed_txt = f"{s['requests_failed']} failed" + (f" ({failed})" if failed else "")
     top.add_row("Requests", f"{s['requests_ok']} ok", failed_txt)
     top.add_row("Duration", _f(s["duration_s"], 2), "s")
-    top.add_row("Output throughput", _f(s["output_throughput"]), "tok/s")
+    spread = (result.get("repeat_spread") or {}).get("output_throughput")
+    top.add_row("Output throughput", _f(s["output_throughput"]),
+                "tok/s" + (f" (mean of {spread['n']} repetitions ± {spread['std']:,.1f}, range "
+                           f"{spread['min']:,.1f} … {spread['max']:,.1f})" if spread else ""))
     top.add_row("  steady state", _f(s["steady_output_throughput"]), "tok/s (while at target concurrency)")
     top.add_row("Total token throughput", _f(s["total_token_throughput"]), "tok/s (prompt + output)")
     top.add_row("Request throughput", _f(s["request_throughput"], 2), "req/s")
