@@ -151,7 +151,17 @@ def _get(result: dict[str, Any], path: tuple[str, ...]) -> Any:
 def incomparable(base: dict[str, Any], other: dict[str, Any]) -> list[str]:
     """Why two results measure different things: one line per differing field."""
     out = []
-    for path in COMPARABLE:
+    if base.get("kind") == "sweep" and other.get("kind") == "sweep":
+        if base.get("key") != other.get("key"):
+            out.append(f"sweep key differs: {base.get('key')!r} vs {other.get('key')!r}")
+        if not base.get("levels") or not other.get("levels"):
+            return out
+        # levels are compared with levels: their workload, model and SLOs must match
+        base, other = base["levels"][0], other["levels"][0]
+        paths = [p for p in COMPARABLE if p not in (("config", "concurrency"), ("config", "rate"))]
+    else:
+        paths = list(COMPARABLE)
+    for path in paths:
         a, b = _get(base, path), _get(other, path)
         if a != b:
             out.append(f"{'.'.join(path)} differs: {a!r} vs {b!r}")

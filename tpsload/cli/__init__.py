@@ -11,6 +11,7 @@ from ..errors import TpsloadError
 from .calibrate import calibrate_command
 from .compare import compare_command
 from .mock import mock_command
+from .report import report_command
 from .run import run_command
 from .sweep import sweep_command
 
@@ -26,6 +27,7 @@ cli.add_command(sweep_command)
 cli.add_command(mock_command)
 cli.add_command(calibrate_command)
 cli.add_command(compare_command)
+cli.add_command(report_command)
 
 
 def main() -> None:

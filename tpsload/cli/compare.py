@@ -84,7 +84,7 @@ def compare_command(base: str, others: tuple[str, ...], gates: tuple[str, ...], 
     effect = parse_rate(min_effect, "--min-effect") or 0.0
     b = load(base)
     out = sys.stderr if json_path == "-" else sys.stdout
-    con = Console(file=out, highlight=False, width=None if out.isatty() else 140)
+    con = Console(file=out, highlight=False, soft_wrap=True, width=None if out.isatty() else 140)
     report: dict[str, Any] = {"base": cmp.name(b, base), "min_effect": effect, "comparisons": []}
     failures: list[str] = []
     for path in others:

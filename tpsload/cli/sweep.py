@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -22,7 +23,9 @@ from ..export import json as export_json
 from ..export import png as export_png
 from ..measure import measure, run_async
 from ..mock import MockProcess
+from ..result import combine_repeats
 from . import options
+from .run import REPEAT_SEED_STEP
 
 SWEEP_LOAD = [
     click.option("-c", "--concurrency", "levels_c", metavar="LEVELS",
@@ -39,6 +42,8 @@ SWEEP_LOAD = [
     click.option("--duration", default=None, help="Length of each level instead (30s, 2m)."),
     click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True,
                  help="Warm-up requests before each level."),
+    click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Repetitions of each level; each level then reports their spread."),
     click.option("--slo", multiple=True, metavar="OBJECTIVE",
                  help="Objective per level, repeatable (ttft_p99<=2s, tpot_p50<=80ms, error_rate<=1%)."),
     click.option("--saturation-tolerance", default="5%", show_default=True, metavar="SHARE",
@@ -136,7 +141,7 @@ def sweep_command(ctx: click.Context, **o: Any) -> None:
     configs = [level_config(o, given, key, v, i) for i, v in enumerate(levels)]  # all validated before any runs
     base = configs[0]
     out = sys.stderr if json_path == "-" else sys.stdout
-    con = Console(file=out, highlight=False, width=None if out.isatty() else 140)
+    con = Console(file=out, highlight=False, soft_wrap=True, width=None if out.isatty() else 140)
     mock = MockProcess(ttft_ms=o["mock_ttft_ms"], itl_ms=o["mock_itl_ms"]).start() if base.mock else None
     sweep: dict[str, Any] = {
         "tpsload_version": __version__, "kind": "sweep", "key": key, "partial": False, "stop_reason": None,
@@ -153,7 +158,14 @@ def sweep_command(ctx: click.Context, **o: Any) -> None:
             if mock:
                 cfg = RunConfig(**{**cfg.__dict__, "base_url": mock.base_url})
             con.print(f"[bold]{key} {value:g}[/] …")
-            result, state = run_async(measure(cfg, show_progress=not o["quiet"]))
+            started = dt.datetime.now(dt.timezone.utc)
+            reps = []
+            for k in range(o["repeat"]):
+                rep_cfg = dataclasses.replace(cfg, seed=cfg.seed + REPEAT_SEED_STEP * k) if k else cfg
+                reps.append(run_async(measure(rep_cfg, show_progress=not o["quiet"])))
+                if reps[-1][1].stop_reason:
+                    break
+            result, state = reps[0] if len(reps) == 1 else combine_repeats(cfg, reps, started)
             result[key] = value
             sweep["levels"].append(result)
             sweep["levels"].sort(key=lambda lv: lv[key])

@@ -1,0 +1,153 @@
+"""compare, the regression gate and reports: against mock runs whose difference is known."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import load_json, tpsload
+
+LOAD = ("-c", "8", "-n", "64", "--max-tokens", "32")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Two runs of one configuration (A, A2) and one with 25 % slower decoding (B: 80 % of A's speed)."""
+    from tpsload.mock import MockProcess
+
+    d = tmp_path_factory.mktemp("cmp")
+    out = {}
+    with MockProcess(ttft_ms=30, itl_ms=10) as a, MockProcess(ttft_ms=30, itl_ms=12.5) as b:
+        for name, m in (("A", a), ("A2", a), ("B", b)):
+            path = d / f"{name}.json"
+            tpsload("run", "--base-url", m.base_url, *LOAD, "--label", name, "--tag", f"setup={name}",
+                    "--json", str(path), "-q", check=0)
+            out[name] = path
+    return out
+
+
+def compare(*args, check=None):
+    return tpsload("compare", *map(str, args), check=check)
+
+
+def rows(path):
+    return {r["metric"]: r for r in load_json(path)["comparisons"][0]["levels"][0]["rows"]}
+
+
+def test_a_result_against_itself(results, tmp_path):
+    out = tmp_path / "c.json"
+    compare(results["A"], results["A"], "--json", out, check=0)
+    for r in rows(out).values():
+        if r["ratio"] is not None:
+            assert r["ratio"] == pytest.approx(1.0) and not r["significant"]
+
+
+def test_twenty_percent_slower_is_found_and_significant(results, tmp_path):
+    out = tmp_path / "c.json"
+    p = compare(results["A"], results["B"], "--json", out, check=0)
+    r = rows(out)
+    d = r["decode_tps_p50"]
+    # the interval holds sampling noise only; the mock's own timing is good to ~0.3 %
+    assert d["ratio"] == pytest.approx(0.8, abs=0.01) and d["ci95"][0] - 0.005 <= 0.8 <= d["ci95"][1] + 0.005
+    assert d["significant"] and d["better"] is False
+    t = r["output_throughput"]  # 30 ms + 31 x 10 ms vs 30 ms + 31 x 12.5 ms per request: 0.814
+    assert t["ratio"] == pytest.approx(340 / 417.5, abs=0.02) and t["significant"] and t["better"] is False
+    assert r["tpot_p50"]["ratio"] == pytest.approx(1.25, abs=0.01) and r["tpot_p50"]["significant"]
+    assert "worse" in p.stdout
+
+
+def test_same_configuration_is_not_flagged(results, tmp_path):
+    out = tmp_path / "c.json"
+    compare(results["A"], results["A2"], "--json", out, check=0)
+    flagged = [m for m, r in rows(out).items() if r["significant"]]
+    assert flagged == []
+
+
+def test_regression_gate(results):
+    p = compare(results["A"], results["B"], "--fail-if", "output_throughput < -5%", check=1)
+    assert re.search(r"regression: B vs A: output_throughput changed -1\d\.\d% \(95% CI", p.stderr)
+    compare(results["A"], results["B"], "--fail-if", "output_throughput < -25%", check=0)  # not that much
+    compare(results["A"], results["A2"], "--fail-if", "output_throughput < -5%", "--fail-if", "ttft_p99 > +10%",
+            check=0)
+    p = compare(results["A"], results["B"], "--fail-if", "bogus < 5%", check=2)
+    assert "unknown metric 'bogus'" in p.stderr
+
+
+def test_incomparable_results_are_named(results, mock_server, tmp_path):
+    m = mock_server(ttft_ms=30, itl_ms=10)
+    other = tmp_path / "other.json"
+    tpsload("run", "--base-url", m.base_url, "-c", "8", "-n", "16", "--max-tokens", "16", "--json", str(other), "-q",
+            check=0)
+    p = compare(results["A"], other, check=0)
+    assert "not comparable" in p.stdout and "workload.max_tokens differs: 32 vs 16" in p.stdout
+
+
+def test_sweeps_compare_level_by_level(mock_server, tmp_path):
+    fast, slow = mock_server(ttft_ms=10, itl_ms=5), mock_server(ttft_ms=10, itl_ms=10)
+    for name, m in (("s1", fast), ("s2", slow)):
+        tpsload("sweep", "--base-url", m.base_url, "-c", "1,2", "-n", "8", "--max-tokens", "16", "--json",
+                str(tmp_path / f"{name}.json"), "-q", check=0)
+    out = tmp_path / "c.json"
+    compare(tmp_path / "s1.json", tmp_path / "s2.json", "--json", out, check=0)
+    levels = load_json(out)["comparisons"][0]["levels"]
+    assert [lv["level"] for lv in levels] == ["concurrency 1", "concurrency 2"]
+    for lv in levels:
+        tpot = next(r for r in lv["rows"] if r["metric"] == "tpot_p50")
+        assert tpot["ratio"] == pytest.approx(2.0, abs=0.05)
+
+
+def test_markdown_report_is_valid(results, tmp_path):
+    out = tmp_path / "r.md"
+    tpsload("report", str(results["A"]), str(results["B"]), "--format", "markdown", "-o", str(out), check=0)
+    text = out.read_text()
+    assert "## B vs A" in text and "setup=B" in text
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|---"):
+            header, n = lines[i - 1], line.count("|")
+            assert header.startswith("|") and header.count("|") == n
+            j = i + 1
+            while j < len(lines) and lines[j].startswith("|"):
+                assert lines[j].count("|") - lines[j].count("\\|") == n, lines[j]
+                j += 1
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_html_report_renders_offline_in_chromium(results, tmp_path):
+    html = tmp_path / "r.html"
+    tpsload("report", str(results["A"]), str(results["B"]), "-o", str(html), check=0)
+    text = html.read_text()
+    # self-contained: no scripts, stylesheets, fonts or images from anywhere
+    assert "<script" not in text and "<link" not in text and "@import" not in text and "url(" not in text
+    assert not re.search(r'(src|href)\s*=', text)
+    assert text.count("<svg") == 3
+    png = tmp_path / "r.png"
+    p = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+                        "--window-size=1100,1600", f"--screenshot={png}", html.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert png.exists() and png.stat().st_size > 20_000, p.stderr[-2000:]
+    assert "CONSOLE" not in p.stderr and "Uncaught" not in p.stderr
+    from matplotlib.image import imread
+
+    pixels = (imread(str(png))[..., :3] * 255).round()
+    blue = ((abs(pixels[..., 0] - 31) < 4) & (abs(pixels[..., 1] - 119) < 4) & (abs(pixels[..., 2] - 180) < 4)).sum()
+    orange = ((abs(pixels[..., 0] - 255) < 4) & (abs(pixels[..., 1] - 127) < 4) & (abs(pixels[..., 2] - 14) < 4)).sum()
+    assert blue > 5_000 and orange > 5_000  # the charts' bars for A and B are drawn
+
+
+def test_repeats_report_spread_and_feed_the_intervals(mock_server, tmp_path):
+    fast, slow = mock_server(ttft_ms=20, itl_ms=5), mock_server(ttft_ms=20, itl_ms=10)
+    for name, m in (("r1", fast), ("r2", slow)):
+        tpsload("run", "--base-url", m.base_url, "-c", "4", "-n", "12", "--max-tokens", "16", "--repeat", "3",
+                "--json", str(tmp_path / f"{name}.json"), "-q", check=0)
+    r1 = load_json(tmp_path / "r1.json")
+    assert len(r1["repeats"]) == 3 and r1["summary"]["requests_ok"] == 36 and r1["accounting"]["balanced"]
+    spread = r1["repeat_spread"]["output_throughput"]
+    assert spread["n"] == 3 and spread["min"] <= r1["summary"]["output_throughput"] <= spread["max"]
+    out = tmp_path / "c.json"
+    compare(tmp_path / "r1.json", tmp_path / "r2.json", "--json", out, check=0)
+    tpot = rows(out)["tpot_p50"]
+    assert tpot["ratio"] == pytest.approx(2.0, abs=0.05) and tpot["significant"]
