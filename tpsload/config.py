@@ -53,6 +53,8 @@ class RunConfig:
     rate: float | None = None  # open loop: requests per second
     slos: tuple[str, ...] = ()
     workers: int = 1  # processes the load is split over; 0 = auto
+    ray_address: str | None = None  # --ray: 'local', 'auto' or a cluster address
+    ray_spread: bool = False
     label: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
     arrival: str = "poisson"
@@ -256,6 +258,7 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
         slos=tuple(slo.parse(t).text for t in o["slo"]),
         workers=parse_workers(o["workers"]),
         label=o["label"], tags=tuple(parse_tag(t) for t in o["tag"]),
+        ray_address=o["ray_address"], ray_spread=o["ray_spread"],
         warmup=o["warmup"], grace_s=o["grace"], tokenizer=o["tokenizer"], single=not load_flags,
         mock=o["mock"],
     )

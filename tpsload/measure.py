@@ -58,7 +58,12 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
         if show_progress:
             total = (cfg.requests + cfg.warmup) if cfg.requests is not None else None
             progress = LiveProgress(sys.stderr, total, None if total else cfg.duration_s)
-        if workers_for(cfg) > 1:
+        if cfg.ray_address:
+            from .ray_workers import run_ray  # Ray is imported only when asked for
+
+            runner.remove_signals()
+            await run_ray(cfg, workload, info.llama_cpp, workers_for(cfg), state, progress)
+        elif workers_for(cfg) > 1:
             runner.remove_signals()
             await run_workers(cfg, workload, info.llama_cpp, workers_for(cfg), state, progress)
         else:

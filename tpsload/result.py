@@ -89,6 +89,7 @@ def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], serv
         "client_health": health,
         "samples": samples(pr, summary),
         "slo": verdict_slo if cfg.slos else None,
+        **({"nodes": state.nodes, "backend": state.backend} if state.backend else {}),
         "errors": errors(records),
         "warnings": warnings,
         "requests_started": len(measured),

@@ -76,6 +76,8 @@ class RunState:
     wall_s: float = 0.0
     internal_error: BaseException | None = None
     workers: list[dict[str, Any]] = field(default_factory=list)  # per-worker health, with --workers
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # per-machine summary, with --ray
+    backend: dict[str, Any] | None = None
 
     @property
     def partial(self) -> bool:
@@ -117,7 +119,7 @@ class Runner:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
-            except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
                 pass
 
     def remove_signals(self) -> None:
@@ -125,7 +127,7 @@ class Runner:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError):
+            except (NotImplementedError, RuntimeError, ValueError):
                 pass
 
     def _on_signal(self, sig: int) -> None:
@@ -142,6 +144,10 @@ class Runner:
         if not self.state.stopping:
             self.state.stopping = True
             self.state.stop_reason = reason
+
+    def cancel_all(self) -> None:
+        """Cancel every request in flight now (they are recorded as cancelled)."""
+        self._cancel_all()
 
     def _cancel_all(self) -> None:
         for t in list(self._tasks):

@@ -14,6 +14,8 @@ import math
 import multiprocessing as mp
 import os
 import signal
+import socket
+import time
 from multiprocessing.connection import Connection
 from time import perf_counter_ns
 from typing import Any, Callable
@@ -86,36 +88,57 @@ def _sub(cfg: RunConfig, concurrency: int, requests: int | None, warmup: int) ->
     return dataclasses.replace(cfg, concurrency=concurrency, requests=requests, warmup=warmup, workers=1)
 
 
+class Control:
+    """Lets a coordinator stop a worker's run from outside (a Ray actor has no signals)."""
+
+    def __init__(self) -> None:
+        self.runner: Runner | None = None
+
+    def stop(self, reason: str, grace_s: float) -> None:
+        r = self.runner
+        if r is not None:
+            r.stop(reason)
+            r.state.signal = r.state.signal or signal.SIGINT
+            asyncio.get_running_loop().call_later(grace_s, r.cancel_all)
+
+
+async def run_share(cfg: RunConfig, share: Share, workload: Workload, llama_cpp: bool,
+                    progress: Callable[[RunState], None] | None = None, control: Control | None = None
+                    ) -> dict[str, Any]:
+    """One worker's part of a run (in a local process or a Ray actor): raw records and health."""
+    from .client import open_client
+
+    wall_minus_mono = time.time_ns() - perf_counter_ns()
+    state = RunState()
+    client = open_client(cfg, llama_cpp)
+    runner = Runner(cfg, client, workload, state, progress=progress, share=share)
+    if control is not None:
+        control.runner = runner
+    runner.install_signals()
+    try:
+        await runner.run()
+    except Exception as e:  # keep what was measured
+        runner.stop(f"internal error in a worker: {e.__class__.__name__}: {e}")
+        state.cpu_s, state.wall_s = state.cpu.read()
+    finally:
+        runner.remove_signals()
+        await client.close()
+    return {"pid": os.getpid(), "host": socket.gethostname(), "wall_minus_mono_ns": wall_minus_mono,
+            "records": state.records, "lags_ms": state.lags.lags_ms, "cpu_s": state.cpu_s, "wall_s": state.wall_s,
+            "stop_reason": state.stop_reason, "signal": state.signal, "t0": state.t0,
+            "send_lags_ms": [(r.t_send - r.t_sched) / 1e6 for r in state.records
+                             if not r.warmup and r.t_send is not None and r.t_sched is not None]}
+
+
 def _worker_main(conn: Connection, cfg: RunConfig, share: Share, workload: Workload, llama_cpp: bool,
                  done: Any, slot: int) -> None:
     """A worker process: the same runner as a single-process run, on its share."""
-    from .client import open_client
     from .measure import run_async
 
-    async def main() -> RunState:
-        state = RunState()
-        client = open_client(cfg, llama_cpp)
+    def progress(st: RunState) -> None:
+        done[slot] = st.done
 
-        def progress(st: RunState) -> None:
-            done[slot] = st.done
-
-        runner = Runner(cfg, client, workload, state, progress=progress, share=share)
-        runner.install_signals()
-        try:
-            await runner.run()
-        except Exception as e:  # keep what was measured
-            runner.stop(f"internal error in a worker: {e.__class__.__name__}: {e}")
-            state.cpu_s, state.wall_s = state.cpu.read()
-        finally:
-            runner.remove_signals()
-            await client.close()
-        return state
-
-    st = run_async(main())
-    conn.send({"pid": os.getpid(), "records": st.records, "lags_ms": st.lags.lags_ms, "cpu_s": st.cpu_s,
-               "wall_s": st.wall_s, "stop_reason": st.stop_reason, "signal": st.signal, "t0": st.t0,
-               "send_lags_ms": [(r.t_send - r.t_sched) / 1e6 for r in st.records
-                                if not r.warmup and r.t_send is not None and r.t_sched is not None]})
+    conn.send(run_async(run_share(cfg, share, workload, llama_cpp, progress)))
     conn.close()
 
 
@@ -185,7 +208,8 @@ def merge(state: RunState, results: list[dict[str, Any]]) -> None:
     for r in results:
         state.records.extend(r["records"])
         state.lags.lags_ms.extend(r["lags_ms"])
-        state.workers.append({"pid": r["pid"], **verdict(r["lags_ms"], r["send_lags_ms"], r["cpu_s"], r["wall_s"])})
+        state.workers.append({"pid": r["pid"], "host": r.get("host"),
+                              **verdict(r["lags_ms"], r["send_lags_ms"], r["cpu_s"], r["wall_s"])})
         if r["stop_reason"] and not state.stop_reason:
             state.stop_reason = r["stop_reason"]
         if r["signal"] is not None and state.signal is None:

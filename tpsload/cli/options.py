@@ -11,6 +11,10 @@ from ..runner import MIN_REQUESTS_FOR_RATE
 DEFAULT_MAX_TOKENS = 256
 
 COMMON = [
+    click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                 help="Run the workers as Ray actors: on a cluster (auto, or its address), or on a Ray instance "
+                      "started for the run (no address). Needs tpsload[ray]."),
+    click.option("--ray-spread", is_flag=True, help="With --ray: put the workers on distinct nodes."),
     click.option("--label", default=None, help="A name for this result in comparisons and reports."),
     click.option("--tag", multiple=True, metavar="KEY=VALUE", help="Describe the setup (repeatable): gpu=H100."),
     click.option("--workers", default="1", show_default=True, metavar="N|auto",
