@@ -86,3 +86,22 @@ def test_core_runs_without_ray(tmp_path):
     assert load_json(tmp_path / "r.json")["summary"]["requests_ok"] == 2
     p = subprocess.run([sys.executable, "-c", code, "--ray"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "pip install 'tpsload[ray]'" in p.stderr
+
+
+def test_ctrl_c_stops_every_actor(mock_server, tmp_path):
+    m = mock_server(ttft_ms=20, itl_ms=10)
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n",
+                             "100000", "--max-tokens", "30", "--workers", "2", "--ray", "--grace", "0.5", "--json",
+                             str(out), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **RAY_ENV))
+    deadline = time.monotonic() + 90
+    while len(_actor_pids()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    res = load_json(out)
+    assert res["partial"] is True and res["summary"]["requests_ok"] > 4 and res["accounting"]["balanced"]
+    assert len(res["client_health"]["workers"]) == 2  # both stopped cleanly and sent what they measured

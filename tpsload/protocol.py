@@ -167,6 +167,20 @@ class StreamDecoder:
         """Returns False once the stream has failed (error event or unparseable data)."""
         out = self.out
         times = out.chunk_times
+        if times and data[-2:] == b"\n\n" and data[:7] == b"data: {" and data.find(b"\n") == len(data) - 2 \
+                and self._parser.idle and data.isascii() and data[-3] == 125 and not _NEEDS_PARSE(data):
+            # the usual read at high load: exactly one plain `data: {...}` event, after the first token
+            out.events += 1
+            m = _OUTPUT(data)
+            if m:
+                times.append(ts)
+                self._have_cum = False
+                out.text_parts.append(data[6:-2])
+                if m.end(1) - m.start(1) < 8:  # "content" or "text", not "reasoning..."
+                    out.content_chunks += 1
+                else:
+                    out.reasoning_chunks += 1
+            return True
         for ev in self._parser.feed_raw(data):
             if type(ev) is bytes:
                 # the first token is always decided by a full parse; later plain chunks need not be

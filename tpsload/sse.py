@@ -122,6 +122,11 @@ class SSEParser:
         return events
 
     @property
+    def idle(self) -> bool:
+        """At an event boundary: nothing held back, no event open."""
+        return not self._buf and not self._data and not self._skip_lf
+
+    @property
     def pending(self) -> int:
         """Bytes held back waiting for the rest of a line."""
         return len(self._buf)
