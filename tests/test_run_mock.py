@@ -107,3 +107,16 @@ def test_llama_props_preflight_warns_about_slots(mock_server, tmp_path):
     assert "warning:" in p.stderr
     assert res["server"]["llama_cpp"]["total_slots"] == 2
     assert res["summary"]["requests_ok"] == 8
+
+
+def test_plain_read_loop_gives_the_same_numbers(mock_server, tmp_path):
+    """TPSLOAD_READ_LOOP=1 reads with aiohttp's readany() instead of the data-callback tap
+    (the fallback for an aiohttp whose reader cannot be tapped): same counts, same timing."""
+    m = mock_server(ttft_ms=TTFT, itl_ms=ITL)
+    out = tmp_path / "loop.json"
+    tpsload("run", "--base-url", m.base_url, "-c", "8", "-n", "16", "--max-tokens", str(TOKENS), "--json", str(out),
+            env={"TPSLOAD_READ_LOOP": "1"}, check=0)
+    s = load_json(out)["summary"]
+    assert s["requests_ok"] == 16 and s["itl_ms"]["n"] == 16 * (TOKENS - 1)
+    assert TTFT - 1 <= s["ttft_ms"]["mean"] <= TTFT + TTFT_SLACK_MS[16]
+    assert s["itl_ms"]["mean"] == pytest.approx(ITL, rel=0.02)
