@@ -224,8 +224,8 @@ class Client:
 
     async def _read_stream(self, resp: aiohttp.ClientResponse, rec: RequestRecord) -> None:
         content = resp.content
+        sink = _Sink(self.max_response_bytes)
         if TAP and type(content) is aiohttp.StreamReader and not content.exception():
-            sink = _Sink(self.max_response_bytes)
             try:
                 content.__class__ = _Tap
             except TypeError:  # an aiohttp whose reader layout we do not know: read the usual way
@@ -233,28 +233,24 @@ class Client:
             else:
                 return await self._tap_stream(resp, rec, sink)
         now = perf_counter_ns
-        read = resp.content.readany  # everything buffered: one stamp for what arrived together
-        dec = StreamDecoder()
-        feed = dec.feed
-        budget = self.max_response_bytes or (1 << 62)
+        read = content.readany  # everything buffered: one stamp for what arrived together
         try:
             while True:
                 data = await read()
                 ts = now()
                 if not data:
                     break
-                budget -= len(data)
-                if budget < 0:
-                    self._fail(rec, "protocol", f"response larger than {self.max_response_bytes} bytes")
-                    resp.close()
+                sink(ts, data)
+                if sink.stop:
                     break
-                if not feed(ts, data):
-                    break
-            if rec.error_class is None:
+            if sink.error:
+                self._fail(rec, "protocol", sink.error)
+                resp.close()
+            elif rec.error_class is None:
                 rec.t_end = ts
         finally:
             # On cancel or error too: keep what was measured before it.
-            self._finish(rec, dec.close(perf_counter_ns()))
+            self._finish(rec, sink.dec.close(perf_counter_ns()))
 
     async def _tap_stream(self, resp: aiohttp.ClientResponse, rec: RequestRecord, sink: "_Sink") -> None:
         """Bytes are stamped and parsed in aiohttp's data callback as they arrive; this task
