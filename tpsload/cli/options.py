@@ -11,14 +11,6 @@ from ..runner import MIN_REQUESTS_FOR_RATE
 DEFAULT_MAX_TOKENS = 256
 
 COMMON = [
-    click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
-                 help="Run the workers as Ray actors: on a cluster (auto, or its address), or on a Ray instance "
-                      "started for the run (no address). Needs tpsload[ray]."),
-    click.option("--ray-spread", is_flag=True, help="With --ray: put the workers on distinct nodes."),
-    click.option("--label", default=None, help="A name for this result in comparisons and reports."),
-    click.option("--tag", multiple=True, metavar="KEY=VALUE", help="Describe the setup (repeatable): gpu=H100."),
-    click.option("--workers", default="1", show_default=True, metavar="N|auto",
-                 help="Split the load over N processes (auto: one per 128 streams, at most the cores)."),
     click.option("--base-url", envvar="OPENAI_BASE_URL", help="Server's OpenAI base URL, e.g. http://127.0.0.1:8080/v1 "
                   "[env OPENAI_BASE_URL]"),
     click.option("--host", default=None, help="Server host (the original script's flag; http, /v1)."),
@@ -74,6 +66,14 @@ COMMON = [
     click.option("--mock-itl-ms", type=click.FloatRange(min=0), default=10.0, show_default=True),
     click.option("-q", "--quiet", is_flag=True, help="No progress and no table."),
     click.option("--debug", is_flag=True, help="Show tracebacks."),
+    click.option("--workers", default="1", show_default=True, metavar="N|auto",
+                 help="Split the load over N processes (auto: one per 128 streams, at most the cores)."),
+    click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                 help="Run the workers as Ray actors: on a cluster (auto, or its address), or on a Ray instance "
+                      "started for the run (no address). Needs tpsload[ray]."),
+    click.option("--ray-spread", is_flag=True, help="With --ray: put the workers on distinct nodes."),
+    click.option("--label", default=None, help="A name for this result in comparisons and reports."),
+    click.option("--tag", multiple=True, metavar="KEY=VALUE", help="Describe the setup (repeatable): gpu=H100."),
 ]
 
 # Load shape and outputs of one run; `sweep` declares its own (lists of levels).
