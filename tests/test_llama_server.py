@@ -112,14 +112,14 @@ def test_cache_busting_and_shared_prefix(llama_server, tmp_path):
 def test_sweep_shows_the_slots(llama_server, tmp_path):
     srv = llama_server(np=4)
     out, plots = tmp_path / "s.json", tmp_path / "plots"
-    p = tpsload("sweep", "--base-url", srv.base_url, "-c", "1,2,4,8", "-n", "8", "--max-tokens", "32", "--ignore-eos",
+    p = tpsload("sweep", "--base-url", srv.base_url, "-c", "1,2,4,8", "-n", "16", "--max-tokens", "32", "--ignore-eos",
                 "--endpoint", "completions", "--slo", "ttft_p90<=500ms", "--json", str(out), "--plot", str(plots),
                 check=0, timeout=600)
     sweep = load_json(out)
     levels = {lv["concurrency"]: lv["summary"] for lv in sweep["levels"]}
     t = {c: s["steady_output_throughput"] for c, s in levels.items()}
-    assert t[4] > 1.2 * t[1]  # more slots busy: more aggregate throughput
-    assert t[8] < 1.1 * t[4]  # past the 4 slots: no more throughput ...
+    assert t[4] > 1.2 * t[1], t  # more slots busy: more aggregate throughput
+    assert t[8] < 1.15 * t[4], t  # past the 4 slots: (almost) no more throughput ...
     assert levels[8]["ttft_ms"]["p50"] > 2 * levels[4]["ttft_ms"]["p50"]  # ... only queueing
     # at 8 a queued request is ready the moment a slot frees, which can add a few % over 4: either may
     # be the first level within 5 % of the best, but never 1, and the report must say it stopped growing
