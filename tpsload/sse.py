@@ -126,11 +126,6 @@ class SSEParser:
         """At an event boundary: nothing held back, no event open."""
         return not self._buf and not self._data and not self._skip_lf
 
-    @property
-    def pending(self) -> int:
-        """Bytes held back waiting for the rest of a line."""
-        return len(self._buf)
-
     def _line(self, line: bytes, events: list[SSEEvent]) -> None:
         if not line:
             if self._data:

@@ -104,7 +104,7 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
     lag_txt = f"loop lag p99 {lag['p99']:.2f} ms" if lag else "loop lag –"
     if h["client_bound"]:
         con.print(f"[bold red]Client-bound[/]: {escape('; '.join(h['reasons']))}. Latencies include the client's own "
-                  "delay (use fewer streams per process, or --workers when available).")
+                  "delay (spread the load with --workers N; `tpsload calibrate` recommends a count).")
     elif h.get("workers"):
         con.print(f"Client: ok ({lag_txt}, {len(h['workers'])} worker processes, CPU "
                   f"{max(w['cpu_share'] for w in h['workers']):.0%} of a core at most)")
