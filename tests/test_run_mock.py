@@ -120,3 +120,19 @@ def test_plain_read_loop_gives_the_same_numbers(mock_server, tmp_path):
     assert s["requests_ok"] == 16 and s["itl_ms"]["n"] == 16 * (TOKENS - 1)
     assert TTFT - 1 <= s["ttft_ms"]["mean"] <= TTFT + TTFT_SLACK_MS[16]
     assert s["itl_ms"]["mean"] == pytest.approx(ITL, rel=0.02)
+
+
+def test_multi_token_chunks_and_continuous_usage(mock_server, tmp_path):
+    # 4 tokens a chunk after the first (like vLLM --stream-interval 4): chunks 4 x ITL apart
+    m = mock_server(ttft_ms=20, itl_ms=5, tokens_per_chunk=4)
+    args = ("-c", "2", "-n", "6", "--max-tokens", "33")
+    plain, _, _ = run(m.base_url, tmp_path, *args)
+    s = plain["summary"]
+    assert s["output_tokens"]["mean"] == 33 and s["token_sources"] == {"usage": 6}  # counts from usage, not chunks
+    assert s["tpot_ms"]["p50"] == pytest.approx(5.0, rel=0.03)  # TPOT from usage is right either way
+    assert s["icl_ms"]["p50"] == pytest.approx(20.0, rel=0.05)  # one chunk every 4 tokens
+    assert s["itl_ms"]["p50"] == pytest.approx(20.0, rel=0.05)  # not knowing, ITL can only repeat ICL
+    exact, records, _ = run(m.base_url, tmp_path, *args, "--continuous-usage")
+    s = exact["summary"]
+    assert s["itl_ms"]["p50"] == pytest.approx(5.0, rel=0.05) and s["itl_ms"]["n"] == 6 * 32  # gap / 4, 4 times
+    assert all(r["chunk_tokens"] == [1] + [4] * 8 for r in records)

@@ -45,6 +45,7 @@ class RunConfig:
     cache_bust: bool = True
     seed: int = 0
     system: str | None = None
+    continuous_usage: bool = False
     save_prompts: str | None = None
     max_tokens: int | None = None
     ignore_eos: bool = False
@@ -252,6 +253,7 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
         input_tokens_min=o["input_tokens_min"], input_tokens_max=o["input_tokens_max"],
         output_from_dataset=from_dataset, shared_prefix=o["shared_prefix"], cache_bust=not o["no_cache_bust"],
         seed=o["seed"], system=o["system"], save_prompts=o["save_prompts"],
+        continuous_usage=o["continuous_usage"],
         max_tokens=max_tokens, ignore_eos=ignore_eos,
         temperature=o["temperature"], concurrency=concurrency, requests=requests, duration_s=duration,
         rate=rate, arrival=o["arrival"], burstiness=o["burstiness"],

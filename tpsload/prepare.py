@@ -28,7 +28,7 @@ def params(cfg: RunConfig, model: str, server: dict[str, Any]) -> WorkloadParams
         extra["min_tokens"] = cfg.max_tokens  # vLLM honours both; belt and braces for exact lengths
     return WorkloadParams(endpoint=cfg.endpoint, model=model, stream=cfg.stream, max_tokens=cfg.max_tokens,
                           ignore_eos=cfg.ignore_eos, temperature=cfg.temperature, system=cfg.system,
-                          extra_body=extra)
+                          extra_body=extra, continuous_usage=cfg.continuous_usage)
 
 
 def n_distinct(cfg: RunConfig) -> int:

@@ -70,6 +70,7 @@ def build_body(
     ignore_eos: bool,
     temperature: float | None,
     extra_body: dict[str, Any] | None,
+    continuous_usage: bool = False,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model}
     if endpoint == "chat":
@@ -79,6 +80,8 @@ def build_body(
     body["stream"] = stream
     if stream:
         body["stream_options"] = {"include_usage": True}
+        if continuous_usage:  # vLLM/SGLang: cumulative usage on every chunk = tokens per chunk
+            body["stream_options"]["continuous_usage_stats"] = True
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
     if ignore_eos:

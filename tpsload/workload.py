@@ -128,6 +128,7 @@ class WorkloadParams:
     temperature: float | None = None
     system: str | None = None
     extra_body: dict[str, Any] | None = None
+    continuous_usage: bool = False
 
 
 class Workload:
@@ -153,7 +154,8 @@ class Workload:
             content = [{"role": "system", "content": p.system}, *msgs]
         max_tokens = item.max_tokens if item.max_tokens is not None else p.max_tokens
         return build_body(p.endpoint, p.model, content, stream=p.stream, max_tokens=max_tokens,
-                          ignore_eos=p.ignore_eos, temperature=p.temperature, extra_body=p.extra_body)
+                          ignore_eos=p.ignore_eos, temperature=p.temperature, extra_body=p.extra_body,
+                          continuous_usage=p.continuous_usage)
 
     def body(self, i: int) -> bytes:
         k = i % len(self.items)

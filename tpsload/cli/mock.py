@@ -26,6 +26,8 @@ from ..mock.faults import FAULTS, parse_fault
 @click.option("--n-ctx", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Per-slot context reported by /props.")
 @click.option("--no-usage", is_flag=True, help="Never report token usage.")
+@click.option("--tokens-per-chunk", type=click.IntRange(min=1), default=1, show_default=True,
+              help="After the first token, send this many tokens per chunk (like vLLM --stream-interval).")
 @click.option("--slots", type=click.IntRange(min=0), default=0, show_default=True,
               help="At most this many requests generate at once; the rest queue (0 = no limit).")
 @click.option("--slowdown", type=click.FloatRange(min=0), default=0.0, show_default=True,
@@ -46,4 +48,5 @@ def mock_command(**o: Any) -> None:
     main(MockConfig(host=o["host"], port=o["port"], ttft_ms=o["ttft_ms"], itl_ms=o["itl_ms"], tokens=o["tokens"],
                     model=o["model"], api_key=o["api_key"], close_after_stream=o["close_after_stream"],
                     llama_props=o["llama_props"], n_ctx=o["n_ctx"], no_usage=o["no_usage"],
-                    faults=faults, stall_s=o["stall_s"], seed=o["seed"], slots=o["slots"], slowdown=o["slowdown"]))
+                    faults=faults, stall_s=o["stall_s"], seed=o["seed"], slots=o["slots"], slowdown=o["slowdown"],
+                    tokens_per_chunk=o["tokens_per_chunk"]))

@@ -52,6 +52,8 @@ COMMON = [
     click.option("--no-cache-bust", is_flag=True,
                   help="Do not start each synthetic prompt with a unique tag (prompt caches may then hit)."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic prompts and order."),
+    click.option("--continuous-usage", is_flag=True,
+                 help="Ask for usage on every chunk (vLLM, SGLang): exact tokens per chunk for ITL."),
     click.option("--system", default=None, help="System prompt (chat)."),
     click.option("--save-prompts", metavar="PATH", help="Write the requests' prompts as a JSONL dataset."),
     click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS, show_default=True),

@@ -40,6 +40,7 @@ class MockConfig:
     llama_props: int = 0  # > 0: answer /props like llama-server with this many slots
     n_ctx: int = 4096
     no_usage: bool = False  # never send usage (servers that do not support include_usage)
+    tokens_per_chunk: int = 1  # > 1: after the first token, chunks carry this many tokens
     slots: int = 0  # > 0: at most this many requests generate at once; the rest queue (like llama-server)
     slowdown: float = 0.0  # each busy slot beyond the first stretches the time between tokens by this fraction
     faults: tuple[FaultSpec, ...] = ()
@@ -163,32 +164,43 @@ class MockServer:
             return web.json_response(reply)
         obj = kind + ".chunk" if chat else kind
         base = {"id": rid, "object": obj, "created": created, "model": cfg.model}
-        chunks = []  # (gap after the previous chunk's due time, bytes); None: one inter-token gap
+        # (seconds after the previous chunk's due time, or None: `k` inter-token gaps; k; bytes)
+        chunks: list[tuple[float | None, int, bytes]] = []
         if chat:
-            chunks.append((0.0, _chunk({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
-                                                                                  "content": ""},
-                                                               "finish_reason": None}]})))
-        for i in range(n):
-            choice = ({"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None} if chat
-                      else {"index": 0, "text": f" w{i}", "finish_reason": None})
-            chunks.append((ttft if i == 0 else None, _chunk({**base, "choices": [choice]})))
+            chunks.append((0.0, 0, _chunk({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
+                                                                                     "content": ""},
+                                                                  "finish_reason": None}]})))
+        # the first token alone, then `tokens_per_chunk` at a time (vLLM's --stream-interval)
+        k = cfg.tokens_per_chunk
+        groups = [[0]] + [list(range(i, min(n, i + k))) for i in range(1, n, k)]
+        continuous = bool((body.get("stream_options") or {}).get("continuous_usage_stats")) and not cfg.no_usage
+        for g in groups:
+            text = "".join(f" w{i}" for i in g)
+            choice = ({"index": 0, "delta": {"content": text}, "finish_reason": None} if chat
+                      else {"index": 0, "text": text, "finish_reason": None})
+            obj = {**base, "choices": [choice]}
+            if continuous:
+                done = g[-1] + 1
+                obj["usage"] = {**usage, "completion_tokens": done, "total_tokens": usage["prompt_tokens"] + done}
+            chunks.append((ttft if g[0] == 0 else None, len(g), _chunk(obj)))
+        m = len(groups)  # chunks that carry tokens
         first_token = 1 if chat else 0
         last = {"index": 0, "delta": {}, "finish_reason": "length"} if chat else \
             {"index": 0, "text": "", "finish_reason": "length"}
-        chunks.append((0.0, _chunk({**base, "choices": [last]})))
+        chunks.append((0.0, 0, _chunk({**base, "choices": [last]})))
         if (body.get("stream_options") or {}).get("include_usage") and not cfg.no_usage:
-            chunks.append((0.0, _chunk({**base, "choices": [], "usage": usage})))
+            chunks.append((0.0, 0, _chunk({**base, "choices": [], "usage": usage})))
         if fault != "no_done":
-            chunks.append((0.0, b"data: [DONE]\n\n"))
-        half = first_token + n // 2
+            chunks.append((0.0, 0, b"data: [DONE]\n\n"))
+        half = first_token + m // 2
         if fault == "slow_headers":
             return await self._raw_slow(request, chunks, entry, first_token)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         due = arrival
-        for j, (gap, data) in enumerate(chunks):
+        for j, (gap, k, data) in enumerate(chunks):
             # absolute due times: a late wake-up does not delay the tokens after it
-            due += self._itl() if gap is None else gap
+            due += k * self._itl() if gap is None else gap
             if j == half and fault in MID_STREAM:
                 if await self._mid_fault(fault, request, resp):
                     return resp
@@ -197,7 +209,7 @@ class MockServer:
                 await asyncio.sleep(delay)
             if j == first_token:
                 entry["first_ns"] = perf_counter_ns()  # just before the bytes go to the socket
-            if first_token <= j < first_token + n:
+            if first_token <= j < first_token + m:
                 entry["last_ns"] = perf_counter_ns()
             await resp.write(data)
         await resp.write_eof()
@@ -246,7 +258,8 @@ class MockServer:
             await resp.write(_chunk({"choices": [{"index": 0, "delta": {"content": big}, "finish_reason": None}]}))
         return False
 
-    async def _raw_slow(self, request: web.Request, chunks: list[tuple[float | None, bytes]], entry: dict[str, Any],
+    async def _raw_slow(self, request: web.Request, chunks: list[tuple[float | None, int, bytes]],
+                        entry: dict[str, Any],
                         first_token: int) -> web.StreamResponse:
         """Write the HTTP response by hand, headers one line every 0.2 s, then the events, then close."""
         transport = request.transport
@@ -256,7 +269,7 @@ class MockServer:
         for line in head:
             transport.write(line)
             await asyncio.sleep(0.2)
-        for j, (_, data) in enumerate(chunks):
+        for j, (_, _, data) in enumerate(chunks):
             if j == first_token:
                 entry["first_ns"] = perf_counter_ns()
             transport.write(data)
