@@ -13,6 +13,7 @@ achieved), so a throughput's interval reflects how much its requests varied.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -118,6 +119,7 @@ class Row:
     ratio: float | None
     ci: tuple[float, float] | None
     significant: bool
+    note: str | None = None  # why a change is not judged (too few requests for a tail percentile)
 
     @property
     def change(self) -> float | None:
@@ -137,8 +139,24 @@ def compare_pair(base: dict[str, Any], other: dict[str, Any], min_effect: float 
         ratio = vo / vb if vb and vo is not None else None
         ci = ratio_ci(base, other, name) if ratio is not None else None
         sig = bool(ci and (ci[0] > 1 or ci[1] < 1) and ratio is not None and abs(ratio - 1) >= min_effect)
-        rows.append(Row(name, unit, hib, vb, vo, ratio, ci, sig))
+        note = _too_few(base, other, name)
+        rows.append(Row(name, unit, hib, vb, vo, ratio, ci, sig and note is None, note))
     return rows
+
+
+# A tail percentile needs requests beyond it: resampling 64 requests for a p99 draws the same
+# one or two values again and again, so its interval is far too narrow to judge by.
+MIN_TAIL = 5
+
+
+def _too_few(base: dict[str, Any], other: dict[str, Any], metric: str) -> str | None:
+    m = _DIST.match(metric)
+    if not m or not m.group(2).startswith("p") or (base.get("repeats") and other.get("repeats")):
+        return None
+    q = float(m.group(2)[1:].replace("_", ".")) / 100
+    n = min(len((r.get("samples") or {}).get("output_tokens") or []) for r in (base, other))
+    need = math.ceil(MIN_TAIL / max(min(q, 1 - q), 1e-9))
+    return None if n >= need else f"{n} requests are too few to judge a p{m.group(2)[1:]} (needs {need})"
 
 
 def _get(result: dict[str, Any], path: tuple[str, ...]) -> Any:

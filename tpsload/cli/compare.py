@@ -38,7 +38,8 @@ def _fmt(v: float | None) -> str:
 
 def row_json(r: cmp.Row) -> dict[str, Any]:
     return {"metric": r.metric, "unit": r.unit, "base": r.base, "other": r.other, "ratio": r.ratio,
-            "ci95": list(r.ci) if r.ci else None, "significant": r.significant, "better": r.better}
+            "ci95": list(r.ci) if r.ci else None, "significant": r.significant, "better": r.better,
+            "note": r.note}
 
 
 def pairs(base: dict[str, Any], other: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -60,6 +61,8 @@ def table(rows: list[cmp.Row], base_name: str, other_name: str) -> Table:
         verdict = ""
         if r.significant:
             verdict = "[green]better[/]" if r.better else "[red]worse[/]"
+        elif r.note:
+            verdict = f"[dim]{escape(r.note)}[/]"
         elif r.ratio is not None and r.ci:
             verdict = "[dim]no significant change[/]"
         unit = f" {r.unit}" if r.unit else ""
