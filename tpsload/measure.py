@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import sys
 from typing import Any
@@ -16,7 +17,7 @@ from .config import RunConfig, TpsloadError
 from .export import json as export_json
 from .output.console import LiveProgress
 from .preflight import preflight
-from .result import build_result
+from .result import build_result, combine_repeats
 from .runner import Runner, RunState
 from .tokens import Tokenizer, resolve_pending
 from .workers import run_workers, workers_for
@@ -104,3 +105,19 @@ def run_async(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
+# each repetition gets its own prompts: a repeat must not find the last one's in the prompt cache
+REPEAT_SEED_STEP = 100_003
+
+
+def measure_repeated(cfg: RunConfig, repeat: int, show_progress: bool) -> tuple[dict[str, Any], RunState]:
+    """`repeat` independent runs (stopping at the first that stopped early), combined into one result."""
+    started_at = dt.datetime.now(dt.timezone.utc)
+    reps = []
+    for k in range(repeat):
+        rep_cfg = dataclasses.replace(cfg, seed=cfg.seed + REPEAT_SEED_STEP * k) if k else cfg
+        if repeat > 1 and show_progress:
+            click.echo(f"repetition {k + 1} of {repeat}", err=True)
+        reps.append(run_async(measure(rep_cfg, show_progress=show_progress)))
+        if reps[-1][1].stop_reason:
+            break
+    return reps[0] if len(reps) == 1 else combine_repeats(cfg, reps, started_at)

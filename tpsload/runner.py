@@ -84,9 +84,15 @@ class RunState:
         return self.stop_reason is not None
 
 
-def schedule(n: int, cfg: RunConfig) -> np.ndarray:
-    """The open-loop plan: n send offsets in ns from the start."""
-    return (arrival_offsets(n, cfg.rate or 1.0, cfg.arrival, cfg.burstiness, cfg.seed) * 1e9).astype(np.int64)
+def open_plan(cfg: RunConfig, start_ns: int) -> tuple[list[int], int | None]:
+    """The open-loop plan: every request's absolute send time (warm-up first), and with
+    --duration the end of the measured time, which starts after the warm-up requests."""
+    n = (cfg.requests + cfg.warmup) if cfg.requests is not None else \
+        int((cfg.duration_s or 0) * (cfg.rate or 1.0)) + 1 + cfg.warmup
+    offsets = (arrival_offsets(n, cfg.rate or 1.0, cfg.arrival, cfg.burstiness, cfg.seed) * 1e9).astype(np.int64)
+    times = [start_ns + off for off in offsets.tolist()]
+    deadline = times[min(cfg.warmup, n - 1)] + int(cfg.duration_s * 1e9) if cfg.duration_s else None
+    return times, deadline
 
 
 async def _sleep_until(when: int) -> None:
@@ -246,16 +252,11 @@ class Runner:
             deadline = share.deadline_ns
             st.measure_t0 = share.start_ns
         else:
-            n = (cfg.requests + cfg.warmup) if cfg.requests is not None else \
-                int(cfg.duration_s * cfg.rate) + 1 + cfg.warmup  # type: ignore[operator]
-            offsets = schedule(n, cfg)
             t0 = perf_counter_ns() + START_DELAY_NS
             st.measure_t0 = t0
-            plan = [(i, t0 + off) for i, off in enumerate(offsets.tolist())]
+            times, deadline = open_plan(cfg, t0)
+            plan = list(enumerate(times))
             n_warmup = cfg.warmup
-            # with --duration, warm-up requests come first and the measured time after them
-            deadline = t0 + int(offsets[min(cfg.warmup, n - 1)]) + int(cfg.duration_s * 1e9) \
-                if cfg.duration_s else None
         loop = asyncio.get_running_loop()
         cap = asyncio.Semaphore(cfg.concurrency) if cfg.concurrency else None
         pending: set[asyncio.Task[None]] = set()

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from .config import RunConfig
 from .health import verdict
-from .runner import Runner, RunState, Share, schedule
+from .runner import Runner, RunState, Share, open_plan
 from .workload import Workload
 
 # time for spawned interpreters to import and connect before the shared start
@@ -54,10 +54,8 @@ def split(cfg: RunConfig, n: int, start_ns: int) -> list[tuple[RunConfig, Share]
     """Each worker's config and share of the run."""
     parts: list[tuple[RunConfig, Share]] = []
     if cfg.rate:
-        total = (cfg.requests + cfg.warmup) if cfg.requests is not None else \
-            int((cfg.duration_s or 0) * cfg.rate) + 1 + cfg.warmup
-        times = [start_ns + int(o) for o in schedule(total, cfg).tolist()]
-        deadline = times[min(cfg.warmup, total - 1)] + int(cfg.duration_s * 1e9) if cfg.duration_s else None
+        times, deadline = open_plan(cfg, start_ns)  # one plan, dealt out round-robin
+        total = len(times)
         caps = apportion(cfg.concurrency, [1] * n) if cfg.concurrency else [0] * n
         for w in range(n):
             mine = range(w, total, n)  # round-robin: each worker keeps the schedule's shape

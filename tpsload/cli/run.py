@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import sys
 from typing import Any
 
@@ -12,13 +11,10 @@ import click
 from ..config import RunConfig, from_flags
 from ..export import json as export_json
 from ..export import jsonl as export_jsonl
-from ..measure import measure, run_async
+from ..measure import measure_repeated
 from ..mock import MockProcess
 from ..output.console import render
-from ..result import combine_repeats
 from . import options
-
-REPEAT_SEED_STEP = 100_003
 
 
 def execute(cfg: RunConfig, json_path: str | None, records_path: str | None, quiet: bool,
@@ -27,21 +23,11 @@ def execute(cfg: RunConfig, json_path: str | None, records_path: str | None, qui
     if cfg.mock:
         mock = MockProcess(**mock_options).start()
         cfg = dataclasses.replace(cfg, base_url=mock.base_url)
-    started_at = dt.datetime.now(dt.timezone.utc)
     try:
-        reps = []
-        for k in range(repeat):
-            # each repetition its own prompts: a repeat must not find the last one's in the prompt cache
-            rep_cfg = dataclasses.replace(cfg, seed=cfg.seed + REPEAT_SEED_STEP * k) if k else cfg
-            if repeat > 1 and not quiet:
-                click.echo(f"repetition {k + 1} of {repeat}", err=True)
-            reps.append(run_async(measure(rep_cfg, show_progress=not quiet)))
-            if reps[-1][1].stop_reason:
-                break
+        result, state = measure_repeated(cfg, repeat, show_progress=not quiet)
     finally:
         if mock:
             mock.stop()
-    result, state = reps[0] if len(reps) == 1 else combine_repeats(cfg, reps, started_at)
     if json_path:
         export_json.write(result, json_path)
     if records_path:

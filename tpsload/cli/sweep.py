@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -21,11 +20,9 @@ from ..errors import TpsloadError
 from ..export import csv as export_csv
 from ..export import json as export_json
 from ..export import png as export_png
-from ..measure import measure, run_async
+from ..measure import measure_repeated
 from ..mock import MockProcess
-from ..result import combine_repeats
 from . import options
-from .run import REPEAT_SEED_STEP
 
 SWEEP_LOAD = [
     click.option("-c", "--concurrency", "levels_c", metavar="LEVELS",
@@ -158,14 +155,7 @@ def sweep_command(ctx: click.Context, **o: Any) -> None:
             if mock:
                 cfg = RunConfig(**{**cfg.__dict__, "base_url": mock.base_url})
             con.print(f"[bold]{key} {value:g}[/] …")
-            started = dt.datetime.now(dt.timezone.utc)
-            reps = []
-            for k in range(o["repeat"]):
-                rep_cfg = dataclasses.replace(cfg, seed=cfg.seed + REPEAT_SEED_STEP * k) if k else cfg
-                reps.append(run_async(measure(rep_cfg, show_progress=not o["quiet"])))
-                if reps[-1][1].stop_reason:
-                    break
-            result, state = reps[0] if len(reps) == 1 else combine_repeats(cfg, reps, started)
+            result, state = measure_repeated(cfg, o["repeat"], show_progress=not o["quiet"])
             result[key] = value
             sweep["levels"].append(result)
             sweep["levels"].sort(key=lambda lv: lv[key])
