@@ -17,7 +17,7 @@ import statistics
 import sys
 from typing import Any
 
-from tpsload.accuracy import Scenario, run, startup_cpu_s
+from tpsload.app.calibrate import Scenario, run, startup_cpu_s
 
 SCENARIOS = [
     Scenario("c1", 1, 8),

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams import ERROR_STREAMS, STREAMS
-from tpsload.protocol import build_body, decode_body, decode_stream
+from tpsload.protocol.openai import build_body, decode_body, decode_stream
 
 
 def stamped(stream: bytes, size: int):

@@ -2,7 +2,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams import ERROR_STREAMS, STREAMS
-from tpsload.sse import SSEEvent, SSEParser
+from tpsload.protocol.sse import SSEEvent, SSEParser
 
 ALL = [s[0] for s in STREAMS.values()] + [s[0] for s in ERROR_STREAMS.values()]
 

@@ -3,8 +3,8 @@ from array import array
 import numpy as np
 import pytest
 
+from tpsload.analysis.stats import dist, legacy_fields, load_shape, per_request, summarize
 from tpsload.records import RequestRecord
-from tpsload.stats import dist, legacy_fields, load_shape, per_request, summarize
 
 MS = 1_000_000
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import load_json, tpsload
-from tpsload import slo
+from tpsload.analysis import slo
+from tpsload.analysis.sweep import parse_levels
+from tpsload.core.scheduler import arrival_offsets
 from tpsload.errors import TpsloadError
-from tpsload.scheduler import arrival_offsets
-from tpsload.sweep import parse_levels
 
 KNEE = dict(ttft_ms=20, itl_ms=10, slots=4, slowdown=0.1)
 SLOS = ("--slo", "ttft_p99<=100ms", "--slo", "tpot_p50<=12ms", "--slo", "error_rate<=1%")
@@ -126,7 +126,7 @@ def test_sweep_finds_the_known_knee_and_frontier(mock_server, tmp_path):
     # plots exist, and plot the JSON's numbers
     for name in ("throughput", "latency", "latency_throughput"):
         assert (plots / f"{name}.png").stat().st_size > 10_000
-    from tpsload.export.png import figures
+    from tpsload.render.png import figures
     figs = figures(sweep)
     line = figs["throughput"].axes[0].lines[0]
     assert list(line.get_xdata()) == [1, 2, 4, 8, 16]

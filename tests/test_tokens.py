@@ -3,9 +3,10 @@
 import base64
 
 from conftest import load_json, tpsload
-from tpsload.protocol import Decoded
+from tpsload.core.tokens import apply_counts, resolve_pending
+from tpsload.protocol.openai import Decoded
 from tpsload.records import RequestRecord
-from tpsload.tokens import Tokenizer, apply_counts, resolve_pending
+from tpsload.workload.tokenizer import Tokenizer
 
 
 def byte_level_tiktoken(path):

@@ -11,7 +11,7 @@ import pytest
 from conftest import load_json, tpsload
 from tpsload.config import RunConfig
 from tpsload.mock import MockProcess
-from tpsload.workers import apportion, split
+from tpsload.scale.processes import apportion, split
 
 
 def test_apportion_is_exact():
@@ -21,14 +21,14 @@ def test_apportion_is_exact():
 
 
 def test_split_closed_loop_and_open_loop():
-    cfg = RunConfig(base_url="http://x/v1", concurrency=5, requests=50, warmup=4, single=False)
+    cfg = RunConfig.of(base_url="http://x/v1", concurrency=5, requests=50, warmup=4, single=False)
     parts = split(cfg, 2, start_ns=123)
-    assert [c.concurrency for c, _ in parts] == [3, 2]
-    assert [c.requests for c, _ in parts] == [30, 20] and [c.warmup for c, _ in parts] == [2, 2]
+    assert [c.load.concurrency for c, _ in parts] == [3, 2]
+    assert [c.load.requests for c, _ in parts] == [30, 20] and [c.load.warmup for c, _ in parts] == [2, 2]
     idx = [i for _, s in parts for i in (*s.warmup_indices, *s.indices)]
     assert sorted(idx) == list(range(54))
     assert all(s.start_ns == 123 for _, s in parts)
-    cfg = RunConfig(base_url="http://x/v1", concurrency=0, rate=10, requests=20, warmup=2, single=False)
+    cfg = RunConfig.of(base_url="http://x/v1", concurrency=0, rate=10, requests=20, warmup=2, single=False)
     parts = split(cfg, 2, start_ns=1_000)
     times = sorted(t for _, s in parts for t in s.times_ns)
     assert len(times) == 22 and times[0] == 1_000

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from conftest import load_json, tpsload
-from tpsload import datasets
 from tpsload.config import TpsloadError
-from tpsload.workload import RequestSpec, Workload, WorkloadParams, fit, length_targets, synthesize
+from tpsload.workload import datasets
+from tpsload.workload.spec import RequestSpec, Workload, WorkloadParams, fit, length_targets, synthesize
 
 
 async def words(text):
@@ -149,8 +149,8 @@ def test_cli_contradictory_workload_flags():
 
 
 def test_checks_warn_on_length_error_and_early_stops():
-    from tpsload.checks import workload_checks
     from tpsload.records import RequestRecord
+    from tpsload.workload.checks import workload_checks
 
     w = Workload([RequestSpec(prompt="p", input_tokens=100)], WorkloadParams(max_tokens=50), {})
     recs = []

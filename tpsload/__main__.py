@@ -1,3 +1,3 @@
-from .cli import main
+from tpsload.cli import main
 
 main()

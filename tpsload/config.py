@@ -11,27 +11,40 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import slo
-from .errors import TpsloadError
+from tpsload.analysis import slo
+from tpsload.errors import TpsloadError
 
 SECRET_HEADERS = {"authorization", "api-key", "x-api-key", "proxy-authorization"}
 
 
+GROUPS: dict[str, tuple[str, ...]] = {}
+
+
+def _group(cls: Any) -> Any:
+    GROUPS[cls.__name__] = tuple(f.name for f in dataclasses.fields(cls))
+    return cls
+
+
+@_group
 @dataclass(frozen=True)
-class RunConfig:
+class Target:
+    """Which server, and how to reach it."""
+
     base_url: str
     model: str | None = None
     api_key: str | None = field(default=None, repr=False)
+    headers: tuple[tuple[str, str], ...] = ()
+    insecure: bool = False
+    mock: bool = False
+
+
+@_group
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """What is sent: the prompts and the shape of each request."""
+
     endpoint: str = "chat"
     stream: bool = True
-    headers: tuple[tuple[str, str], ...] = ()
-    extra_body: dict[str, Any] = field(default_factory=dict)
-    timeout_s: float = 600.0
-    first_byte_timeout_s: float | None = None
-    max_response_bytes: int | None = 64 * 1024 * 1024
-    max_errors: int | None = None
-    max_error_rate: float | None = None
-    insecure: bool = False
     prompt: str | None = None
     prompt_file: str | None = None
     dataset: str | None = None
@@ -50,51 +63,124 @@ class RunConfig:
     max_tokens: int | None = None
     ignore_eos: bool = False
     temperature: float | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str | None = None
+
+
+@_group
+@dataclass(frozen=True)
+class Load:
+    """How much, for how long: closed loop (concurrency) or open loop (rate)."""
+
     concurrency: int = 1  # closed loop: requests in flight; open loop: the cap (0 = none)
     rate: float | None = None  # open loop: requests per second
-    slos: tuple[str, ...] = ()
-    workers: int = 1  # processes the load is split over; 0 = auto
-    ray_address: str | None = None  # --ray: 'local', 'auto' or a cluster address
-    ray_spread: bool = False
-    label: str | None = None
-    tags: tuple[tuple[str, str], ...] = ()
     arrival: str = "poisson"
     burstiness: float = 1.0
     requests: int | None = 1
     duration_s: float | None = None
     warmup: int = 0
     grace_s: float = 5.0
-    tokenizer: str | None = None
     single: bool = True  # no load flags: the original script's one request
-    mock: bool = False
+
+
+@_group
+@dataclass(frozen=True)
+class Limits:
+    """When a request, or the run, gives up."""
+
+    timeout_s: float = 600.0
+    first_byte_timeout_s: float | None = None
+    max_response_bytes: int | None = 64 * 1024 * 1024
+    max_errors: int | None = None
+    max_error_rate: float | None = None
+
+
+@_group
+@dataclass(frozen=True)
+class Scale:
+    """Where the load comes from: one process, several, or Ray actors."""
+
+    workers: int = 1  # processes the load is split over; 0 = auto
+    ray_address: str | None = None  # --ray: 'local', 'auto' or a cluster address
+    ray_spread: bool = False
+
+
+@_group
+@dataclass(frozen=True)
+class Report:
+    """How the result is named and judged."""
+
+    label: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    slos: tuple[slo.SLO, ...] = ()  # parsed once, from --slo
+
+
+_PARTS = {"target": Target, "workload": WorkloadSpec, "load": Load, "limits": Limits, "scale": Scale,
+          "report": Report}
+_FIELD_PART = {name: part for part, cls in _PARTS.items() for name in GROUPS[cls.__name__]}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that shapes one run, in parts; built once from the flags (`from_flags`)."""
+
+    target: Target
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    load: Load = field(default_factory=Load)
+    limits: Limits = field(default_factory=Limits)
+    scale: Scale = field(default_factory=Scale)
+    report: Report = field(default_factory=Report)
+
+    @classmethod
+    def of(cls, **flat: Any) -> RunConfig:
+        """A config from flat field names (each field name belongs to exactly one part)."""
+        parts: dict[str, dict[str, Any]] = {p: {} for p in _PARTS}
+        for k, v in flat.items():
+            if k not in _FIELD_PART:
+                raise TypeError(f"RunConfig has no field {k!r}")
+            parts[_FIELD_PART[k]][k] = v
+        return cls(**{p: _PARTS[p](**kw) for p, kw in parts.items()})  # type: ignore[arg-type]
+
+    def replace(self, **flat: Any) -> RunConfig:
+        """A copy with some fields changed, by their flat names."""
+        changes: dict[str, dict[str, Any]] = {}
+        for k, v in flat.items():
+            if k not in _FIELD_PART:
+                raise TypeError(f"RunConfig has no field {k!r}")
+            changes.setdefault(_FIELD_PART[k], {})[k] = v
+        return dataclasses.replace(self, **{p: dataclasses.replace(getattr(self, p), **kw)
+                                            for p, kw in changes.items()})
 
     @property
     def url(self) -> str:
-        path = "/chat/completions" if self.endpoint == "chat" else "/completions"
-        return self.base_url.rstrip("/") + path
+        path = "/chat/completions" if self.workload.endpoint == "chat" else "/completions"
+        return self.target.base_url.rstrip("/") + path
 
     def request_headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json"}
-        if self.api_key:
-            h["Authorization"] = f"Bearer {self.api_key}"
-        for k, v in self.headers:
+        if self.target.api_key:
+            h["Authorization"] = f"Bearer {self.target.api_key}"
+        for k, v in self.target.headers:
             h[k] = v
         return h
 
     def secrets(self) -> tuple[str, ...]:
-        s = [self.api_key] if self.api_key else []
-        s += [v for k, v in self.headers if k.lower() in SECRET_HEADERS]
+        s = [self.target.api_key] if self.target.api_key else []
+        s += [v for k, v in self.target.headers if k.lower() in SECRET_HEADERS]
         # "Bearer X" echoed back may appear without its prefix
         s += [v.split(" ", 1)[1] for v in list(s) if " " in v]
         return tuple(x for x in s if x)
 
     def public(self) -> dict[str, Any]:
-        """Every option that shaped the run, without secrets (for the result JSON)."""
-        d = dataclasses.asdict(self)
+        """Every option that shaped the run, flat, without secrets (the result JSON's `config`)."""
+        d: dict[str, Any] = {}
+        for part in _PARTS:
+            d.update(dataclasses.asdict(getattr(self, part)))
         d.pop("api_key")
-        d["prompt"] = None if self.prompt is None else self.prompt[:200]
-        d["api_key_set"] = bool(self.api_key)
-        d["headers"] = {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in self.headers}
+        d["prompt"] = None if self.workload.prompt is None else self.workload.prompt[:200]
+        d["api_key_set"] = bool(self.target.api_key)
+        d["headers"] = {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in self.target.headers}
+        d["slos"] = [o.text for o in self.report.slos]
         return d
 
 
@@ -241,7 +327,7 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
             requests = max(16, int(rate * 10))  # about ten seconds of load
         else:
             requests = 4 * concurrency if load_flags else 1
-    return RunConfig(
+    return RunConfig.of(
         base_url=base_url, model=o["model"], api_key=o["api_key"] or None, endpoint=o["endpoint"],
         stream=o["stream"], headers=tuple(parse_header(h) for h in o["header"]),
         extra_body=parse_extra_body(o["extra_body"]), timeout_s=o["timeout"], insecure=o["insecure"],
@@ -257,10 +343,20 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
         max_tokens=max_tokens, ignore_eos=ignore_eos,
         temperature=o["temperature"], concurrency=concurrency, requests=requests, duration_s=duration,
         rate=rate, arrival=o["arrival"], burstiness=o["burstiness"],
-        slos=tuple(slo.parse(t).text for t in o["slo"]),
+        slos=tuple(slo.parse(t) for t in o["slo"]),
         workers=parse_workers(o["workers"]),
         label=o["label"], tags=tuple(parse_tag(t) for t in o["tag"]),
         ray_address=o["ray_address"], ray_spread=o["ray_spread"],
         warmup=o["warmup"], grace_s=o["grace"], tokenizer=o["tokenizer"], single=not load_flags,
         mock=o["mock"],
     )
+
+
+def redact(text: str | None, secrets: tuple[str, ...]) -> str | None:
+    """Remove secrets from text a server may have echoed back (error bodies, messages)."""
+    if not text:
+        return text
+    for s in secrets:
+        if s and s in text:
+            text = text.replace(s, "***")
+    return text

@@ -6,14 +6,14 @@ import sys
 
 import click
 
-from .. import __version__
-from ..errors import TpsloadError
-from .calibrate import calibrate_command
-from .compare import compare_command
-from .mock import mock_command
-from .report import report_command
-from .run import run_command
-from .sweep import sweep_command
+from tpsload import __version__
+from tpsload.cli.calibrate import calibrate_command
+from tpsload.cli.compare import compare_command
+from tpsload.cli.mock import mock_command
+from tpsload.cli.report import report_command
+from tpsload.cli.run import run_command
+from tpsload.cli.sweep import sweep_command
+from tpsload.errors import TpsloadError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .. import accuracy
+from tpsload.app import calibrate as accuracy
 
 # a worker count is good enough when its run is not client-bound and its first-token stamps
 # are this close to the server's own send times

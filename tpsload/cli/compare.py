@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .. import compare as cmp
-from ..config import parse_rate
-from ..errors import TpsloadError
-from ..export import json as export_json
+from tpsload.analysis import compare as cmp
+from tpsload.config import parse_rate
+from tpsload.errors import TpsloadError
+from tpsload.render import json as export_json
 
 
 def load(path: str) -> dict[str, Any]:

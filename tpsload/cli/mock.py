@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..mock.faults import FAULTS, parse_fault
+from tpsload.mock.faults import FAULTS, parse_fault
 
 
 @click.command("mock")
@@ -39,7 +39,7 @@ from ..mock.faults import FAULTS, parse_fault
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for p= faults.")
 def mock_command(**o: Any) -> None:
     """Serve /v1/chat/completions, /v1/completions, /v1/models and /health with exact timing."""
-    from ..mock.server import MockConfig, main  # aiohttp.web: only when serving
+    from tpsload.mock.server import MockConfig, main  # aiohttp.web: only when serving
 
     try:
         faults = tuple(parse_fault(f) for f in o["faults"])

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import click
 
-from ..runner import MIN_REQUESTS_FOR_RATE
+from tpsload.core.runner import MIN_REQUESTS_FOR_RATE
 
 DEFAULT_MAX_TOKENS = 256
 

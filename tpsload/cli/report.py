@@ -6,10 +6,10 @@ from typing import Any
 
 import click
 
-from ..export import html as export_html
-from ..export import json as export_json
-from ..export import markdown as export_markdown
-from .compare import load
+from tpsload.cli.compare import load
+from tpsload.render import html as export_html
+from tpsload.render import json as export_json
+from tpsload.render import markdown as export_markdown
 
 
 @click.command("report")

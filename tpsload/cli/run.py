@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from typing import Any
 
 import click
 
-from ..config import RunConfig, from_flags
-from ..export import json as export_json
-from ..export import jsonl as export_jsonl
-from ..measure import measure_repeated
-from ..mock import MockProcess
-from ..output.console import render
-from . import options
+from tpsload.app.measure import measure_repeated
+from tpsload.cli import options
+from tpsload.config import RunConfig, from_flags
+from tpsload.mock import MockProcess
+from tpsload.render import json as export_json
+from tpsload.render import jsonl as export_jsonl
+from tpsload.render.console import render
 
 
 def execute(cfg: RunConfig, json_path: str | None, records_path: str | None, quiet: bool,
             mock_options: dict[str, Any], fail_on_slo: bool = False, repeat: int = 1) -> int:
     mock = None
-    if cfg.mock:
+    if cfg.target.mock:
         mock = MockProcess(**mock_options).start()
-        cfg = dataclasses.replace(cfg, base_url=mock.base_url)
+        cfg = cfg.replace(base_url=mock.base_url)
     try:
         result, state = measure_repeated(cfg, repeat, show_progress=not quiet)
     finally:

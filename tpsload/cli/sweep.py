@@ -13,16 +13,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .. import __version__
-from .. import sweep as sw
-from ..config import RunConfig, from_flags, parse_rate
-from ..errors import TpsloadError
-from ..export import csv as export_csv
-from ..export import json as export_json
-from ..export import png as export_png
-from ..measure import measure_repeated
-from ..mock import MockProcess
-from . import options
+from tpsload import __version__
+from tpsload.analysis import sweep as sw
+from tpsload.app.measure import measure_repeated
+from tpsload.cli import options
+from tpsload.config import RunConfig, from_flags, parse_rate
+from tpsload.errors import TpsloadError
+from tpsload.mock import MockProcess
+from tpsload.render import csv as export_csv
+from tpsload.render import json as export_json
+from tpsload.render import png as export_png
 
 SWEEP_LOAD = [
     click.option("-c", "--concurrency", "levels_c", metavar="LEVELS",
@@ -70,7 +70,7 @@ def level_config(o: dict[str, Any], given: set[str], key: str, value: float, ind
         flags.update(rate=float(value), concurrency=o["max_concurrency"])
     flags.update(json_path=None, records_path=None)
     cfg = from_flags(flags, given | {"concurrency"})
-    return RunConfig(**{**cfg.__dict__, "single": False})
+    return cfg.replace(single=False)
 
 
 def load_resume(path: str | None, key: str, cfg: RunConfig) -> list[dict[str, Any]]:
@@ -139,7 +139,7 @@ def sweep_command(ctx: click.Context, **o: Any) -> None:
     base = configs[0]
     out = sys.stderr if json_path == "-" else sys.stdout
     con = Console(file=out, highlight=False, soft_wrap=True, width=None if out.isatty() else 140)
-    mock = MockProcess(ttft_ms=o["mock_ttft_ms"], itl_ms=o["mock_itl_ms"]).start() if base.mock else None
+    mock = MockProcess(ttft_ms=o["mock_ttft_ms"], itl_ms=o["mock_itl_ms"]).start() if base.target.mock else None
     sweep: dict[str, Any] = {
         "tpsload_version": __version__, "kind": "sweep", "key": key, "partial": False, "stop_reason": None,
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -153,7 +153,7 @@ def sweep_command(ctx: click.Context, **o: Any) -> None:
             if value in done:
                 continue
             if mock:
-                cfg = RunConfig(**{**cfg.__dict__, "base_url": mock.base_url})
+                cfg = cfg.replace(base_url=mock.base_url)
             con.print(f"[bold]{key} {value:g}[/] …")
             result, state = measure_repeated(cfg, o["repeat"], show_progress=not o["quiet"])
             result[key] = value

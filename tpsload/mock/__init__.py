@@ -3,6 +3,6 @@
 Only the launcher is imported here: the servers (aiohttp.web) load in their own process.
 """
 
-from .launch import MockProcess
+from tpsload.mock.launch import MockProcess
 
 __all__ = ["MockProcess"]

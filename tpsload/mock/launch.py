@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 
-from ..errors import TpsloadError
+from tpsload.errors import TpsloadError
 
 
 class MockProcess:

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .faults import FaultPlan, FaultSpec
+from tpsload.mock.faults import FaultPlan, FaultSpec
 
 
 @dataclass(frozen=True)

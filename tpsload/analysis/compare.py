@@ -1,0 +1,233 @@
+"""Results -> ratios with 95 % bootstrap confidence intervals, comparability, regression gates. Pure.
+
+A difference is called significant only when its interval excludes 1 (METRICS.md
+"Comparing runs") and it is at least `min_effect` large: a 0.3 % shift with a razor-thin
+interval is real but does not matter, and between two runs of one configuration it is
+usually the machine, not the configuration.
+
+Intervals resample repetitions when both sides have several (--repeat): that captures
+run-to-run noise. Otherwise they resample requests: latency percentiles directly, and
+throughput through Little's law (tokens over time in flight, times the concurrency
+achieved), so a throughput's interval reflects how much its requests varied.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from tpsload.errors import TpsloadError
+
+# (name, unit, higher is better)
+METRICS: tuple[tuple[str, str, bool], ...] = (
+    ("output_throughput", "tok/s", True),
+    ("steady_output_throughput", "tok/s", True),
+    ("request_throughput", "req/s", True),
+    ("ttft_p50", "ms", False),
+    ("ttft_p99", "ms", False),
+    ("tpot_p50", "ms", False),
+    ("tpot_p99", "ms", False),
+    ("e2e_latency_p50", "ms", False),
+    ("e2e_latency_p99", "ms", False),
+    ("decode_tps_p50", "tok/s", True),
+    ("error_rate", "", False),
+    ("goodput", "req/s", True),
+)
+_THROUGHPUTS = {"output_throughput", "steady_output_throughput", "request_throughput", "goodput"}
+_DIST = re.compile(r"^(ttft|tpot|e2e_latency|decode_tps)_(p\d+|mean)$")
+B = 1000
+
+# what must match for two results to be comparable
+COMPARABLE = (("workload", "source"), ("workload", "input_tokens"), ("workload", "max_tokens"),
+              ("workload", "endpoint"), ("workload", "stream"), ("workload", "ignore_eos"), ("model",),
+              ("config", "slos"), ("config", "concurrency"), ("config", "rate"), ("kind",))
+
+
+def value(result: dict[str, Any], metric: str) -> float | None:
+    s = result.get("summary") or {}
+    m = _DIST.match(metric)
+    if m:
+        key = m.group(1) + ("_ms" if m.group(1) != "decode_tps" else "")
+        d = s.get(key)
+        return None if not d else d.get(m.group(2))
+    v = s.get(metric)
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def _column(result: dict[str, Any], name: str) -> np.ndarray:
+    col = (result.get("samples") or {}).get(name) or []
+    return np.asarray([np.nan if v is None else v for v in col], dtype=np.float64)
+
+
+def _boot_stat(result: dict[str, Any], metric: str, idx: np.ndarray) -> np.ndarray:
+    """The metric over B resamples of the result's requests (idx: B x n)."""
+    m = _DIST.match(metric)
+    if m:
+        col = _column(result, m.group(1) + ("_ms" if m.group(1) != "decode_tps" else ""))[idx]
+        if m.group(2) == "mean":
+            return np.nanmean(col, axis=1)
+        return np.nanpercentile(col, float(m.group(2)[1:]), axis=1)
+    # throughput by Little's law: tokens (or requests) per second of time in flight x streams
+    tokens = _column(result, "output_tokens")[idx]
+    busy = np.nansum(_column(result, "e2e_latency_ms")[idx], axis=1) / 1e3
+    conc = (result.get("summary") or {}).get("concurrency_achieved") or 1.0
+    work = np.nansum(tokens, axis=1) if metric != "request_throughput" else np.full(len(idx), idx.shape[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return work / busy * conc
+
+
+def ratio_ci(base: dict[str, Any], other: dict[str, Any], metric: str, seed: int = 0) -> tuple[float, float] | None:
+    """95 % bootstrap interval of other/base for one metric, or None when it cannot be estimated."""
+    rng = np.random.default_rng(seed)
+    reps_b, reps_o = base.get("repeats") or [], other.get("repeats") or []
+    if len(reps_b) >= 2 and len(reps_o) >= 2:
+        vb = np.asarray([value(r, metric) for r in reps_b], dtype=np.float64)
+        vo = np.asarray([value(r, metric) for r in reps_o], dtype=np.float64)
+        if np.isnan(vb).any() or np.isnan(vo).any():
+            return None
+        sb = vb[rng.integers(0, len(vb), (B, len(vb)))].mean(axis=1)
+        so = vo[rng.integers(0, len(vo), (B, len(vo)))].mean(axis=1)
+    else:
+        if metric in ("error_rate", "goodput"):
+            return None
+        nb = len((base.get("samples") or {}).get("output_tokens") or [])
+        no = len((other.get("samples") or {}).get("output_tokens") or [])
+        if nb < 2 or no < 2:
+            return None
+        sb = _boot_stat(base, metric, rng.integers(0, nb, (B, nb)))
+        so = _boot_stat(other, metric, rng.integers(0, no, (B, no)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = so / sb
+    r = r[np.isfinite(r)]
+    if r.size < B // 2:
+        return None
+    lo, hi = np.percentile(r, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: str
+    unit: str
+    higher_is_better: bool
+    base: float | None
+    other: float | None
+    ratio: float | None
+    ci: tuple[float, float] | None
+    significant: bool
+    note: str | None = None  # why a change is not judged (too few requests for a tail percentile)
+
+    @property
+    def change(self) -> float | None:
+        return None if self.ratio is None else self.ratio - 1
+
+    @property
+    def better(self) -> bool | None:
+        if not self.significant or self.ratio is None:
+            return None
+        return (self.ratio > 1) == self.higher_is_better
+
+
+def compare_pair(base: dict[str, Any], other: dict[str, Any], min_effect: float = 0.05) -> list[Row]:
+    rows = []
+    for name, unit, hib in METRICS:
+        vb, vo = value(base, name), value(other, name)
+        ratio = vo / vb if vb and vo is not None else None
+        ci = ratio_ci(base, other, name) if ratio is not None else None
+        sig = bool(ci and (ci[0] > 1 or ci[1] < 1) and ratio is not None and abs(ratio - 1) >= min_effect)
+        note = _too_few(base, other, name)
+        rows.append(Row(name, unit, hib, vb, vo, ratio, ci, sig and note is None, note))
+    return rows
+
+
+# A tail percentile needs requests beyond it: resampling 64 requests for a p99 draws the same
+# one or two values again and again, so its interval is far too narrow to judge by.
+MIN_TAIL = 5
+
+
+def _too_few(base: dict[str, Any], other: dict[str, Any], metric: str) -> str | None:
+    m = _DIST.match(metric)
+    if not m or not m.group(2).startswith("p") or (base.get("repeats") and other.get("repeats")):
+        return None
+    q = float(m.group(2)[1:].replace("_", ".")) / 100
+    n = min(len((r.get("samples") or {}).get("output_tokens") or []) for r in (base, other))
+    need = math.ceil(MIN_TAIL / max(min(q, 1 - q), 1e-9))
+    return None if n >= need else f"{n} requests are too few to judge a p{m.group(2)[1:]} (needs {need})"
+
+
+def _get(result: dict[str, Any], path: tuple[str, ...]) -> Any:
+    v: Any = result
+    for k in path:
+        v = v.get(k) if isinstance(v, dict) else None
+    return v
+
+
+def incomparable(base: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """Why two results measure different things: one line per differing field."""
+    out = []
+    if base.get("kind") == "sweep" and other.get("kind") == "sweep":
+        if base.get("key") != other.get("key"):
+            out.append(f"sweep key differs: {base.get('key')!r} vs {other.get('key')!r}")
+        if not base.get("levels") or not other.get("levels"):
+            return out
+        # levels are compared with levels: their workload, model and SLOs must match
+        base, other = base["levels"][0], other["levels"][0]
+        paths = [p for p in COMPARABLE if p not in (("config", "concurrency"), ("config", "rate"))]
+    else:
+        paths = list(COMPARABLE)
+    for path in paths:
+        a, b = _get(base, path), _get(other, path)
+        if a != b:
+            out.append(f"{'.'.join(path)} differs: {a!r} vs {b!r}")
+    return out
+
+
+def name(result: dict[str, Any], path: str) -> str:
+    return result.get("label") or path
+
+
+_GATE = re.compile(r"^\s*([a-z0-9_]+)\s*([<>])\s*([+-]?\d+(?:\.\d+)?)\s*%\s*$")
+
+
+@dataclass(frozen=True)
+class Gate:
+    text: str
+    metric: str
+    op: str
+    threshold: float  # a fraction: -0.05 for -5 %
+
+    def fails(self, row: Row) -> bool:
+        if not row.significant or row.change is None:
+            return False
+        return row.change < self.threshold if self.op == "<" else row.change > self.threshold
+
+
+def parse_gate(text: str) -> Gate:
+    m = _GATE.match(text)
+    if not m:
+        raise TpsloadError(f"--fail-if {text!r}: expected METRIC < -5% or METRIC > +10%")
+    metric, op, pct = m.groups()
+    if metric not in {n for n, _, _ in METRICS}:
+        raise TpsloadError(f"--fail-if {text!r}: unknown metric {metric!r}; one of "
+                           + ", ".join(n for n, _, _ in METRICS))
+    return Gate(text.strip(), metric, op, float(pct) / 100)
+
+
+def gate_failures(gates: Sequence[Gate], rows: Sequence[Row], label: str) -> list[str]:
+    out = []
+    by = {r.metric: r for r in rows}
+    for g in gates:
+        r = by[g.metric]
+        if g.fails(r):
+            assert r.ci is not None and r.change is not None
+            out.append(f"{label}: {g.metric} changed {r.change:+.1%} (95% CI {r.ci[0] - 1:+.1%} to "
+                       f"{r.ci[1] - 1:+.1%}), past {g.text}")
+    return out
+
+
+def levels(sweep: dict[str, Any]) -> dict[float, dict[str, Any]]:
+    return {lv[sweep["key"]]: lv for lv in sweep.get("levels", []) if not lv.get("partial")}

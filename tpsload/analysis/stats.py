@@ -1,0 +1,264 @@
+"""Records -> the summary numbers of METRICS.md. Pure (numpy, no I/O, no clock).
+
+Every per-request metric is computed here and nowhere else: TTFT is `t_first - t_send`
+in `per_request()`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from tpsload.records import RequestRecord
+
+_Q = (50, 90, 95, 99, 99.9)
+_QNAMES = ("p50", "p90", "p95", "p99", "p99_9")
+NS = 1e9
+MS = 1e6
+
+
+def dist(values: Any) -> dict[str, float] | None:
+    """n, mean, std, min, p50..p99.9, max with linear interpolation; None when empty, never 0."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return None
+    q = np.percentile(a, _Q)
+    d: dict[str, float] = {"n": int(a.size), "mean": float(a.mean()), "std": float(a.std()),
+                           "min": float(a.min())}
+    for name, v in zip(_QNAMES, q, strict=True):
+        d[name] = float(v)
+    d["max"] = float(a.max())
+    return d
+
+
+REQUEST_METRICS = ("ttft_ms", "e2e_latency_ms", "tpot_ms", "decode_tps", "e2e_tps", "prefill_tps",
+                   "ttft_sched_ms", "e2e_latency_sched_ms")
+
+
+def request_metrics(r: RequestRecord) -> dict[str, float]:
+    """The per-request metrics of METRICS.md for one successful request; absent when undefined."""
+    send = r.t_send
+    out = r.output_tokens or 0
+    m: dict[str, float] = {"output_tokens": out}
+    if r.t_last is not None and r.t_last > send:
+        lat = r.t_last - send
+        m["e2e_latency_ms"] = lat / MS
+        m["e2e_tps"] = out * NS / lat
+        if r.t_sched is not None:
+            m["e2e_latency_sched_ms"] = (r.t_last - r.t_sched) / MS
+    if r.t_first is None:
+        return m
+    ttft = r.t_first - send  # TTFT: first output-bearing chunk minus send
+    m["ttft_ms"] = ttft / MS
+    if r.t_sched is not None:
+        m["ttft_sched_ms"] = (r.t_first - r.t_sched) / MS
+    if r.prompt_tokens and ttft > 0:
+        m["prefill_tps"] = r.prompt_tokens * NS / ttft
+    span = r.t_last - r.t_first if r.t_last is not None else 0
+    if out > 1 and span > 0:
+        m["tpot_ms"] = span / (out - 1) / MS
+        m["decode_tps"] = (out - 1) * NS / span
+    return m
+
+
+def gaps(r: RequestRecord) -> tuple[np.ndarray, np.ndarray]:
+    """(icl, itl) in ms: gaps between output chunks, and the same spread over the tokens each carried."""
+    if len(r.chunk_times) < 2:
+        return np.empty(0), np.empty(0)
+    icl = np.diff(np.frombuffer(r.chunk_times, dtype=np.int64)) / MS
+    k = r.chunk_tokens
+    if k is None or len(k) != len(r.chunk_times):
+        return icl, icl
+    # a gap that brought k tokens counts as k samples of gap / k
+    kk = np.frombuffer(k, dtype=np.int64)[1:]
+    pos = kk > 0
+    return icl, np.repeat(icl[pos] / kk[pos], kk[pos])
+
+
+@dataclass(frozen=True, slots=True)
+class PerRequest:
+    """Per-request metrics over successful measured requests: a row each, plus pooled gaps."""
+
+    rows: list[dict[str, float]]
+    icl_ms: np.ndarray
+    itl_ms: np.ndarray
+
+    def column(self, name: str) -> np.ndarray:
+        """One metric over the requests where it is defined."""
+        return np.fromiter((row[name] for row in self.rows if name in row), np.float64)
+
+
+def per_request(ok: Sequence[RequestRecord]) -> PerRequest:
+    rows = [request_metrics(r) for r in ok]
+    icl_parts, itl_parts = [], []
+    for r in ok:
+        icl, itl = gaps(r)
+        icl_parts.append(icl)
+        itl_parts.append(itl)
+    return PerRequest(rows, np.concatenate(icl_parts) if ok else np.empty(0),
+                      np.concatenate(itl_parts) if ok else np.empty(0))
+
+
+def _end(r: RequestRecord) -> int:
+    return r.t_done or r.t_end or r.t_last or r.t_send
+
+
+def load_shape(measured: Sequence[RequestRecord], target: int | None) -> tuple[float | None, float | None]:
+    """(concurrency_achieved, steady_output_throughput) from the in-flight timeline.
+
+    Steady throughput counts only tokens whose chunks arrived in the steady window, over
+    that window's length (METRICS.md): closed loop (`target` = the concurrency), while the
+    number in flight was at its target; open loop (`target` None), after ramp-up (the
+    first send plus a median request's latency) and before drain (the last send).
+    """
+    sent = [r for r in measured if r.t_send is not None]
+    if not sent:
+        return None, None
+    starts = np.fromiter((r.t_send for r in sent), np.int64, len(sent))
+    ends = np.fromiter((_end(r) for r in sent), np.int64, len(sent))
+    times = np.concatenate([starts, ends])
+    steps = np.concatenate([np.ones(len(sent), np.int64), -np.ones(len(sent), np.int64)])
+    order = np.argsort(times, kind="stable")
+    t = times[order]
+    c = np.cumsum(steps[order])  # in flight on [t[i], t[i+1])
+    dt = np.diff(t)
+    span = t[-1] - t[0]
+    conc = float((c[:-1] * dt).sum() / span) if span > 0 else None
+    if target is not None:
+        steady_mask = c[:-1] >= target
+        window = int(dt[steady_mask].sum())
+
+        def inside(ct: np.ndarray) -> np.ndarray:
+            idx = np.searchsorted(t, ct, side="right") - 1
+            ok = (idx < len(dt)) & (idx >= 0)
+            ok[ok] = steady_mask[idx[ok]]
+            return ok
+    else:
+        lat = [r.t_last - r.t_send for r in sent if r.ok and r.t_last is not None]
+        lo = int(starts.min() + (np.median(lat) if lat else 0))
+        hi = int(starts.max())
+        window = hi - lo
+
+        def inside(ct: np.ndarray) -> np.ndarray:
+            return (ct >= lo) & (ct < hi)
+    if window <= 0:
+        return conc, None
+    tokens = 0.0
+    for r in sent:
+        n = len(r.chunk_times)
+        if not r.ok or n == 0 or not r.output_tokens:
+            continue
+        mask = inside(np.frombuffer(r.chunk_times, dtype=np.int64))
+        if r.chunk_tokens is not None and len(r.chunk_tokens) == n:
+            tokens += float(np.frombuffer(r.chunk_tokens, dtype=np.int64)[mask].sum())
+        else:
+            tokens += r.output_tokens * float(mask.sum()) / n
+    return conc, tokens * NS / window
+
+
+def schedule(measured: Sequence[RequestRecord], pr: PerRequest) -> dict[str, Any]:
+    """Open loop: how well the schedule was kept, and latencies from the scheduled time."""
+    sends = sorted(r.t_send for r in measured if r.t_send is not None)
+    achieved = (len(sends) - 1) * NS / (sends[-1] - sends[0]) if len(sends) > 1 and sends[-1] > sends[0] else None
+    return {
+        "achieved_rate": achieved,
+        "send_lag_ms": dist([(r.t_send - r.t_sched) / MS for r in measured
+                             if r.t_send is not None and r.t_sched is not None]),
+        # from the scheduled send: includes any wait for the client or the cap (no coordinated omission)
+        "ttft_sched_ms": dist(pr.column("ttft_sched_ms")),
+        "e2e_latency_sched_ms": dist(pr.column("e2e_latency_sched_ms")),
+    }
+
+
+def summarize(records: Sequence[RequestRecord], concurrency: int, open_loop: bool = False,
+              pr: PerRequest | None = None) -> dict[str, Any]:
+    """The `summary` object of the result JSON."""
+    measured = [r for r in records if not r.warmup]
+    ok = [r for r in measured if r.ok]
+    failed = [r for r in measured if r.failed]
+    sends = [r.t_send for r in measured if r.t_send is not None]
+    ends = [_end(r) for r in measured if r.t_send is not None]
+    duration = (max(ends) - min(sends)) / NS if sends else 0.0
+    out_tokens = sum(r.output_tokens or 0 for r in ok)
+    prompt_tokens = sum(r.prompt_tokens or 0 for r in ok)
+    pr = pr or per_request(ok)
+    target = None if open_loop else max(1, min(concurrency, len(measured)))
+    conc, steady = load_shape(measured, target)
+
+    def rate(x: float) -> float | None:
+        return x / duration if duration > 0 else None
+
+    by_class = Counter(r.error_class for r in measured if r.error_class)
+    extra = schedule(measured, pr) if open_loop else {}
+    return {
+        "requests_ok": len(ok),
+        "requests_failed": len(failed),
+        "requests_cancelled": by_class.get("cancelled", 0),
+        "requests_retried": sum(1 for r in measured if r.retries),
+        "duration_s": duration,
+        "output_throughput": rate(out_tokens),
+        "total_token_throughput": rate(out_tokens + prompt_tokens),
+        "request_throughput": rate(len(ok)),
+        "steady_output_throughput": steady,
+        "concurrency_achieved": conc,
+        "error_rate": len(failed) / (len(ok) + len(failed)) if (ok or failed) else None,
+        "output_tokens_total": out_tokens,
+        "prompt_tokens_total": prompt_tokens,
+        "ttft_ms": dist(pr.column("ttft_ms")),
+        "itl_ms": dist(pr.itl_ms),
+        "icl_ms": dist(pr.icl_ms),
+        "tpot_ms": dist(pr.column("tpot_ms")),
+        "e2e_latency_ms": dist(pr.column("e2e_latency_ms")),
+        "decode_tps": dist(pr.column("decode_tps")),
+        "e2e_tps": dist(pr.column("e2e_tps")),
+        "prefill_tps": dist(pr.column("prefill_tps")),
+        "output_tokens": dist([r.output_tokens for r in ok if r.output_tokens is not None]),
+        "prompt_tokens": dist([r.prompt_tokens for r in ok if r.prompt_tokens is not None]),
+        "cached_tokens": dist([r.cached_tokens for r in ok if r.cached_tokens is not None]),
+        "token_sources": dict(Counter(r.token_source for r in ok if r.token_source)),
+        "token_source_diff": token_source_diff(ok),
+        "server_predicted_tps": dist([r.server_timings["predicted_per_second"] for r in ok
+                                      if r.server_timings and r.server_timings.get("predicted_per_second")]),
+        **extra,
+    }
+
+
+def token_source_diff(ok: Sequence[RequestRecord]) -> dict[str, Any]:
+    """Where two token sources exist, how far apart they are (other − chosen)."""
+    diffs: dict[str, list[int]] = {}
+    for r in ok:
+        if r.output_tokens is None:
+            continue
+        for src, n in r.token_counts.items():
+            if src != r.token_source:
+                diffs.setdefault(f"{src}_vs_{r.token_source}", []).append(n - r.output_tokens)
+    return {k: {"n": len(v), "mean": float(np.mean(v)), "max_abs": int(np.max(np.abs(v)))}
+            for k, v in diffs.items()}
+
+
+def errors(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    measured = [r for r in records if not r.warmup]
+    by_class = Counter(r.error_class for r in measured if r.error_class)
+    examples: dict[str, str] = {}
+    for r in measured:
+        if r.error_class and r.error_class not in examples:
+            examples[r.error_class] = r.error or ""
+    return {"by_class": dict(by_class), "examples": examples}
+
+
+def legacy_fields(r: RequestRecord) -> dict[str, Any]:
+    """The original benchmark.py's output fields for a one-request run (METRICS.md)."""
+    tokens = r.output_tokens or 0
+    if r.stream:
+        elapsed = (r.t_last - r.t_first) / NS if r.t_first is not None and r.t_last is not None else None
+    else:
+        elapsed = (r.t_end - r.t_send) / NS if r.t_end is not None else None
+    return {
+        "mode": "stream" if r.stream else "non-stream",
+        "tokens": tokens,
+        "elapsed_seconds": elapsed,
+        "tokens_per_second": tokens / elapsed if elapsed else None,
+    }

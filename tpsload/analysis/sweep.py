@@ -1,0 +1,132 @@
+"""Sweeps: the levels to run, and what the finished levels say. Pure.
+
+Two verdicts for capacity planning: the saturation point (the smallest load whose
+throughput is within a tolerance of the best) and the SLO frontier (the highest load
+that meets every objective).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from tpsload.errors import TpsloadError
+
+
+def parse_levels(text: str, flag: str, integer: bool) -> list[float]:
+    """'1,2,4,8' or '1..64' (doubling from the first to the last) -> ascending levels."""
+    try:
+        if ".." in text:
+            lo_s, hi_s = text.split("..", 1)
+            lo, hi = float(lo_s), float(hi_s)
+            if lo <= 0 or hi < lo:
+                raise ValueError
+            levels = []
+            v = lo
+            while v <= hi * (1 + 1e-9):
+                levels.append(v)
+                v *= 2
+        else:
+            levels = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise TpsloadError(f"{flag} {text!r}: expected a list (1,2,4,8) or a doubling range (1..64)") from None
+    if not levels or any(v <= 0 for v in levels):
+        raise TpsloadError(f"{flag} {text!r}: levels must be positive")
+    if integer:
+        if any(v != int(v) for v in levels):
+            raise TpsloadError(f"{flag} {text!r}: concurrency levels are whole numbers")
+        levels = [int(v) for v in levels]
+    return sorted(set(levels))
+
+
+def throughput(result: dict[str, Any]) -> float:
+    """A level's throughput for the verdicts: steady state where known (free of ramp-up and drain)."""
+    s = result["summary"]
+    v = s.get("steady_output_throughput") or s.get("output_throughput") or 0.0
+    return float(v)
+
+
+def saturation(levels: Sequence[dict[str, Any]], key: str, tolerance: float) -> dict[str, Any] | None:
+    """The smallest level whose throughput is within `tolerance` of the best level's."""
+    done = [lv for lv in levels if not lv.get("partial")]
+    if not done:
+        return None
+    best = max(done, key=throughput)
+    best_t = throughput(best)
+    knee = next(lv for lv in done if throughput(lv) >= (1 - tolerance) * best_t)
+    t = throughput(knee)
+    grows = knee is done[-1] and knee is best
+    text = (f"throughput was still growing at the highest level ({key} {knee[key]:g}: {t:,.0f} tok/s); "
+            "sweep higher to find where it saturates") if grows else \
+        (f"throughput stops growing at {key} {knee[key]:g}: {t:,.0f} tok/s, within {tolerance:.0%} of the best "
+         f"{best_t:,.0f} tok/s (at {best[key]:g})")
+    return {"level": knee[key], "throughput": t, "best_level": best[key], "best_throughput": best_t,
+            "tolerance": tolerance, "saturated": not grows, "text": text}
+
+
+def slo_frontier(levels: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """The highest level meeting every objective (None when no SLOs were given)."""
+    judged = [lv for lv in levels if lv.get("slo") and not lv.get("partial")]
+    if not judged:
+        return None
+    meeting = [lv for lv in judged if lv["slo"]["all_met"]]
+    if not meeting:
+        missed = [o["slo"] for o in judged[0]["slo"]["objectives"] if not o["met"]]
+        return {"level": None, "text": f"no level met every SLO (lowest, {key} {judged[0][key]:g}, missed "
+                                       f"{', '.join(missed)})"}
+    top = meeting[-1]
+    nxt = next((lv for lv in judged if lv[key] > top[key]), None)
+    why = ""
+    if nxt is not None:
+        why = f"; {key} {nxt[key]:g} missed " + ", ".join(o["slo"] for o in nxt["slo"]["objectives"] if not o["met"])
+    return {"level": top[key], "throughput": throughput(top), "goodput": top["summary"].get("goodput"),
+            "text": f"the most load that meets every SLO is {key} {top[key]:g} "
+                    f"({throughput(top):,.0f} tok/s){why}"}
+
+
+def should_stop(levels: Sequence[dict[str, Any]], tolerance: float) -> str | None:
+    """Stop early once throughput has not grown for two levels and the last level missed an SLO
+    (or no SLOs were given). Returns the reason, or None to go on."""
+    done = [lv for lv in levels if not lv.get("partial")]
+    if len(done) < 3:
+        return None
+    before = max(throughput(lv) for lv in done[:-2])
+    flat = all(throughput(lv) <= before * (1 + tolerance) for lv in done[-2:])
+    last = done[-1]
+    missed = last.get("slo") is None or not last["slo"]["all_met"]
+    if flat and missed:
+        return ("throughput stopped growing for two levels" +
+                (" and SLOs were missed" if last.get("slo") else "") + " (--no-early-stop runs every level)")
+    return None
+
+
+CSV_COLUMNS = (
+    "level", "concurrency", "rate", "partial", "requests_ok", "requests_failed", "duration_s", "output_throughput",
+    "steady_output_throughput", "request_throughput", "concurrency_achieved", "error_rate", "goodput",
+    "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "itl_p50_ms", "itl_p99_ms", "e2e_latency_p50_ms",
+    "e2e_latency_p99_ms", "decode_tps_p50", "send_lag_p99_ms", "slo_all_met", "client_bound",
+)
+
+
+def csv_row(level: dict[str, Any], key: str) -> dict[str, Any]:
+    """One level as a flat row (CSV and the console table read the same numbers)."""
+    s = level["summary"]
+
+    def d(name: str, stat: str) -> Any:
+        v = s.get(name)
+        return v[stat] if v else None
+
+    return {
+        "level": level[key], "concurrency": level.get("concurrency"), "rate": level.get("rate"),
+        "partial": bool(level.get("partial")), "requests_ok": s["requests_ok"],
+        "requests_failed": s["requests_failed"], "duration_s": s["duration_s"],
+        "output_throughput": s["output_throughput"], "steady_output_throughput": s["steady_output_throughput"],
+        "request_throughput": s["request_throughput"], "concurrency_achieved": s["concurrency_achieved"],
+        "error_rate": s["error_rate"], "goodput": s.get("goodput"),
+        "ttft_p50_ms": d("ttft_ms", "p50"), "ttft_p99_ms": d("ttft_ms", "p99"),
+        "tpot_p50_ms": d("tpot_ms", "p50"), "tpot_p99_ms": d("tpot_ms", "p99"),
+        "itl_p50_ms": d("itl_ms", "p50"), "itl_p99_ms": d("itl_ms", "p99"),
+        "e2e_latency_p50_ms": d("e2e_latency_ms", "p50"), "e2e_latency_p99_ms": d("e2e_latency_ms", "p99"),
+        "decode_tps_p50": d("decode_tps", "p50"), "send_lag_p99_ms": d("send_lag_ms", "p99"),
+        "slo_all_met": level["slo"]["all_met"] if level.get("slo") else None,
+        "client_bound": level["client_health"]["client_bound"],
+    }

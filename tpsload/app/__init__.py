@@ -1,0 +1,1 @@
+"""Orchestration without click: one measured run, repetitions, the result assembled, calibration."""

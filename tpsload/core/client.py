@@ -1,0 +1,311 @@
+"""One request over aiohttp. Owns the socket and the clock.
+
+The hot loop is: await bytes, stamp them, hand them to the decoder. The stamp is
+taken before any parsing (METRICS.md "Timestamps").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from array import array
+from functools import partial
+from time import perf_counter_ns
+from typing import Any, Callable
+
+import aiohttp
+
+from tpsload.config import RunConfig, redact
+from tpsload.core.tokens import apply_counts
+from tpsload.protocol.openai import Decoded, StreamDecoder, decode_body, error_from_body
+from tpsload.records import RequestRecord
+
+_MAX_ERROR_BODY = 64 * 1024
+
+
+async def _on_reuse(session: Any, ctx: Any, params: Any) -> None:
+    if ctx.trace_request_ctx is not None:
+        ctx.trace_request_ctx.append(True)
+
+
+def make_session(limit: int, timeout_s: float | None, insecure: bool,
+                 force_close: bool = False) -> aiohttp.ClientSession:
+    """One shared session; its pool holds at least one connection per concurrent request (0: no limit).
+
+    `force_close` opens a connection per request: for servers that close the socket
+    after a stream while claiming keep-alive (llama-server), where a pooled
+    connection would be dead by the time it is reused.
+    """
+    # True: aiohttp's own verified default context, made once at its import (loading a CA store
+    # again costs ~25 ms of CPU)
+    ssl_ctx: Any = False if insecure else True
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ssl=ssl_ctx,
+                                     enable_cleanup_closed=False, ttl_dns_cache=None, force_close=force_close)
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_reuseconn.append(_on_reuse)  # tells a stale pooled socket from a real reset
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        read_bufsize=1 << 18,  # one read buffer large enough for big chunks
+        auto_decompress=True,
+        trust_env=False,
+        trace_configs=[trace],
+    )
+
+
+def _status_class(status: int) -> str:
+    if status == 429:
+        return "http_429"
+    return "http_5xx" if status >= 500 else "http_4xx"
+
+
+# Where a stream's bytes go while aiohttp's parser delivers them (see _Tap).
+_TAPS: dict[int, "_Sink"] = {}
+TAP = os.environ.get("TPSLOAD_READ_LOOP") != "1"  # 1: the plain readany() loop, for comparison
+
+
+class _Stop(Exception):
+    """The sink refuses more data: the stream failed (error event, bad data, too large)."""
+
+
+class _Sink:
+    """Receives a stream's bytes with their arrival stamps and decodes them on the spot."""
+
+    __slots__ = ("dec", "budget", "error", "stop", "t_eof", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.dec = StreamDecoder()
+        self.limit = limit
+        self.budget = limit or (1 << 62)
+        self.error: str | None = None
+        self.stop = False
+        self.t_eof: int | None = None
+
+    def __call__(self, ts: int, data: bytes) -> None:
+        if self.stop:
+            return
+        self.budget -= len(data)
+        if self.budget < 0:
+            self.error = f"response larger than {self.limit} bytes"
+            self.stop = True
+        elif not self.dec.feed(ts, data):
+            self.stop = True  # the decoder has the reason (stream_error or protocol)
+
+
+class _Tap(aiohttp.StreamReader):
+    """aiohttp's reader, with data handed to a sink instead of buffered for a read() call.
+
+    Installed by swapping the class of a response's reader (same slots, no new state), and
+    only for streams; the sink is found by the reader's id.
+    """
+
+    __slots__ = ()
+
+    def feed_data(self, data: bytes, size: int = 0) -> bool:
+        sink = _TAPS.get(id(self))
+        if sink is None:
+            return super().feed_data(data, size)
+        if data and not sink.stop:
+            sink(perf_counter_ns(), data)  # stamp first: the moment the bytes reached us
+            if sink.stop:
+                self.set_exception(_Stop())
+        return False
+
+    def feed_eof(self) -> None:
+        sink = _TAPS.get(id(self))
+        if sink is not None:
+            sink.t_eof = perf_counter_ns()
+        super().feed_eof()
+
+
+class Client:
+    """Sends requests to one endpoint and fills their records."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, headers: dict[str, str], stream: bool,
+                 secrets: tuple[str, ...] = (), fresh_session: Callable[[], aiohttp.ClientSession] | None = None,
+                 first_byte_timeout_s: float | None = None, max_response_bytes: int | None = None) -> None:
+        self.session = session
+        self.first_byte_timeout_s = first_byte_timeout_s
+        self.max_response_bytes = max_response_bytes
+        self.url = url
+        self.headers = headers
+        self.stream = stream
+        self.secrets = secrets
+        # Makes a session that opens a connection per request; switched to the first
+        # time a pooled connection turns out to have been closed by the server.
+        self._fresh_session = fresh_session
+        self.sessions = [session]
+
+    def _reconnect(self) -> None:
+        if self._fresh_session is not None:
+            self.session = self._fresh_session()
+            self.sessions.append(self.session)
+            self._fresh_session = None
+
+    async def close(self) -> None:
+        for s in self.sessions:
+            await s.close()
+
+    async def send(self, rec: RequestRecord, body: bytes) -> None:
+        """Send one request and fill `rec`. Never raises except CancelledError."""
+        rec.stream = self.stream
+        now = perf_counter_ns
+        resp: aiohttp.ClientResponse | None = None
+        closed_loop = rec.t_sched is None
+        while True:
+            reused: list[bool] = []
+            rec.t_send = now()
+            if closed_loop:
+                rec.t_sched = rec.t_send
+            try:
+                req = self.session.post(self.url, data=body, headers=self.headers, trace_request_ctx=reused)
+                if self.first_byte_timeout_s:
+                    resp = await asyncio.wait_for(req, self.first_byte_timeout_s)
+                else:
+                    resp = await req
+                break
+            except aiohttp.ClientConnectorError as e:
+                return self._fail(rec, "connect", f"cannot connect: {e.os_error or e}")
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+                # A pooled connection the server had closed after its last reply: nothing
+                # was measured yet, so retry once on a fresh connection, transparently.
+                # A fresh connection that fails is the server's failure, not retried.
+                if reused and rec.retries == 0:
+                    rec.retries = 1
+                    self._reconnect()
+                    continue
+                return self._fail(rec, "disconnect", f"connection lost before the response: {e}")
+            except asyncio.TimeoutError:
+                return self._fail(rec, "timeout_first_byte", "no response before the first-byte timeout")
+            except aiohttp.ClientError as e:
+                return self._fail(rec, "connect", str(e) or e.__class__.__name__)
+        rec.status = resp.status
+        close = False
+        try:
+            if resp.status >= 400:
+                rec.t_end = now()
+                err = await resp.content.read(_MAX_ERROR_BODY)
+                msg = f"HTTP {resp.status}: {error_from_body(err)}"
+                if resp.headers.get("Retry-After"):
+                    msg += f" (Retry-After: {resp.headers['Retry-After']})"
+                return self._fail(rec, _status_class(resp.status), msg)
+            if self.stream:
+                await self._read_stream(resp, rec)
+            else:
+                raw = await resp.content.read(self.max_response_bytes + 1) if self.max_response_bytes \
+                    else await resp.read()
+                if self.max_response_bytes and len(raw) > self.max_response_bytes:
+                    close = True
+                    return self._fail(rec, "protocol", f"response larger than {self.max_response_bytes} bytes")
+                rec.t_end = rec.t_last = now()
+                self._finish(rec, decode_body(raw))
+        except asyncio.TimeoutError:
+            cls = "timeout_stream" if rec.t_first is not None else "timeout_first_byte"
+            self._fail(rec, cls, "response not complete before the timeout")
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError) as e:
+            close = True
+            self._fail(rec, "disconnect", f"connection lost mid-response: {e}")
+        finally:
+            if close:
+                resp.close()
+            else:
+                resp.release()
+
+    async def _read_stream(self, resp: aiohttp.ClientResponse, rec: RequestRecord) -> None:
+        content = resp.content
+        sink = _Sink(self.max_response_bytes)
+        if TAP and type(content) is aiohttp.StreamReader and not content.exception():
+            try:
+                content.__class__ = _Tap
+            except TypeError:  # an aiohttp whose reader layout we do not know: read the usual way
+                pass
+            else:
+                return await self._tap_stream(resp, rec, sink)
+        now = perf_counter_ns
+        read = content.readany  # everything buffered: one stamp for what arrived together
+        try:
+            while True:
+                data = await read()
+                ts = now()
+                if not data:
+                    break
+                sink(ts, data)
+                if sink.stop:
+                    break
+            if sink.error:
+                self._fail(rec, "protocol", sink.error)
+                resp.close()
+            elif rec.error_class is None:
+                rec.t_end = ts
+        finally:
+            # On cancel or error too: keep what was measured before it.
+            self._finish(rec, sink.dec.close(perf_counter_ns()))
+
+    async def _tap_stream(self, resp: aiohttp.ClientResponse, rec: RequestRecord, sink: "_Sink") -> None:
+        """Bytes are stamped and parsed in aiohttp's data callback as they arrive; this task
+        only waits for the end. No wake-up per chunk, and no task-switch delay in the stamps."""
+        content = resp.content
+        key = id(content)
+        try:
+            buffered = content.read_nowait()  # what came in with the headers
+            if buffered:
+                sink(perf_counter_ns(), buffered)
+            _TAPS[key] = sink
+            if not content.is_eof() and not sink.stop:
+                timeout = resp._timer  # noqa: SLF001 - keeps aiohttp's own total timeout in force
+                with timeout if timeout is not None else contextlib.nullcontext():
+                    await content.wait_eof()
+            if sink.error:
+                self._fail(rec, "protocol", sink.error)
+                resp.close()
+            elif rec.error_class is None:
+                rec.t_end = sink.t_eof or perf_counter_ns()
+        except _Stop:
+            if sink.error:
+                self._fail(rec, "protocol", sink.error)
+            resp.close()
+        finally:
+            _TAPS.pop(key, None)
+            self._finish(rec, sink.dec.close(perf_counter_ns()))
+
+    def _finish(self, rec: RequestRecord, out: Decoded) -> None:
+        if out.chunk_times:
+            rec.chunk_times = array("q", out.chunk_times)
+            rec.t_first = out.chunk_times[0]
+            rec.t_last = out.chunk_times[-1]
+            if out.chunk_usage:
+                prev = 0
+                k = array("q")
+                for c in out.chunk_usage:
+                    k.append(c - prev)
+                    prev = c
+                rec.chunk_tokens = k
+        rec.content_chunks = out.content_chunks
+        rec.reasoning_chunks = out.reasoning_chunks
+        rec.finish_reason = out.finish_reason
+        apply_counts(rec, out)
+        if rec.error_class:
+            return
+        if out.error:
+            self._fail(rec, "stream_error", out.error)
+        elif out.protocol_error:
+            self._fail(rec, "protocol", out.protocol_error)
+        elif rec.stream and out.events == 0 and rec.t_end is not None:
+            self._fail(rec, "protocol",
+                       "streamed response carried no SSE events (does the server stream? try --no-stream)")
+
+    def _fail(self, rec: RequestRecord, cls: str, msg: str) -> None:
+        if rec.error_class is None:
+            rec.error_class = cls
+            rec.error = redact(msg, self.secrets)[:500] if msg else msg
+
+
+def open_client(cfg: RunConfig, llama_cpp: bool) -> Client:
+    """The run's HTTP client: one session, a connection per request for servers that close after streams."""
+    limit = cfg.load.concurrency + 4 if cfg.load.concurrency else 0  # 0: no limit (uncapped open loop)
+    session = partial(make_session, limit, cfg.limits.timeout_s, cfg.target.insecure)
+    return Client(session(force_close=llama_cpp), cfg.url, cfg.request_headers(), cfg.workload.stream, cfg.secrets(),
+                  fresh_session=partial(session, force_close=True),
+                  first_byte_timeout_s=cfg.limits.first_byte_timeout_s,
+                  max_response_bytes=cfg.limits.max_response_bytes)

@@ -1,0 +1,44 @@
+"""The client's own instruments: event-loop lag sampler and CPU meter (the verdict is analysis.health)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+LAG_INTERVAL_S = 0.010
+
+
+class LoopLagSampler:
+    """Wakes every 10 ms and records how late the wake-up was."""
+
+    def __init__(self, interval_s: float = LAG_INTERVAL_S) -> None:
+        self.interval = interval_s
+        self.lags_ms: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        clock = time.perf_counter
+        interval = self.interval
+        append = self.lags_ms.append
+        while True:
+            t = clock()
+            await asyncio.sleep(interval)
+            append((clock() - t - interval) * 1e3)
+
+    def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+
+
+class CpuMeter:
+    """Process CPU time (all threads) against wall time."""
+
+    def __init__(self) -> None:
+        self.cpu0 = time.process_time()
+        self.wall0 = time.perf_counter()
+
+    def read(self) -> tuple[float, float]:
+        return time.process_time() - self.cpu0, time.perf_counter() - self.wall0

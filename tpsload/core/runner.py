@@ -1,0 +1,303 @@
+"""Plan -> concurrent requests -> records. Closed loop, warm-up, stop conditions, signals.
+
+Records are appended as requests start, so whatever ends the run (the plan, the
+duration, Ctrl-C, an exception) leaves every started request accounted for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import signal
+from dataclasses import dataclass, field
+from time import perf_counter_ns
+from typing import Any, Callable
+
+from tpsload.config import RunConfig
+from tpsload.core.client import Client
+from tpsload.core.health import CpuMeter, LoopLagSampler
+from tpsload.core.scheduler import open_plan
+from tpsload.records import RequestRecord
+from tpsload.workload.spec import Workload
+
+PROGRESS_INTERVAL_S = 0.25
+# the schedule starts a moment after it is computed, so the first send is not already late
+START_DELAY_NS = 20_000_000
+# the last stretch before a send is waited out by yielding to the loop, not by a timer:
+# timers wake up to a millisecond late, and a send more than 1 ms late counts as late
+SPIN_NS = 2_000_000
+# --max-error-rate is judged only once this many measured requests have finished
+MIN_REQUESTS_FOR_RATE = 20
+# the server is taken for gone after this many connection failures in a row (at least)
+GONE_AFTER = 16
+
+
+@dataclass(frozen=True)
+class Share:
+    """This process's part of a run split over worker processes (workers.py).
+
+    Its config already holds its own concurrency, request and warm-up counts; the share
+    says which of the run's request indices are its, and the times all workers keep.
+    """
+
+    warmup_indices: tuple[int, ...] = ()
+    indices: tuple[int, ...] | None = None  # None (a --duration run): first, first + stride, ...
+    first: int = 0
+    stride: int = 1
+    times_ns: tuple[int, ...] | None = None  # open loop: absolute send times, warm-up first
+    start_ns: int | None = None  # every worker starts at this instant
+    deadline_ns: int | None = None  # open loop --duration: the shared end
+
+    def index(self, k: int, warmup: bool) -> int:
+        if warmup:
+            return self.warmup_indices[k]
+        if self.indices is not None:
+            return self.indices[k]
+        return self.first + k * self.stride
+
+
+@dataclass
+class RunState:
+    """What the run has done so far; shared with the progress display and the final report."""
+
+    records: list[RequestRecord] = field(default_factory=list)
+    t0: int = field(default_factory=perf_counter_ns)
+    measure_t0: int | None = None
+    done: int = 0
+    failed: int = 0
+    stopping: bool = False
+    stop_reason: str | None = None
+    signal: int | None = None
+    lags: LoopLagSampler = field(default_factory=LoopLagSampler)
+    cpu: CpuMeter = field(default_factory=CpuMeter)
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    internal_error: BaseException | None = None
+    workers: list[dict[str, Any]] = field(default_factory=list)  # per-worker health, with --workers
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # per-machine summary, with --ray
+    backend: dict[str, Any] | None = None
+
+    @property
+    def partial(self) -> bool:
+        return self.stop_reason is not None
+
+
+async def _sleep_until(when: int) -> None:
+    delay = when - perf_counter_ns()
+    if delay > SPIN_NS:
+        await asyncio.sleep((delay - SPIN_NS) / 1e9)
+    while perf_counter_ns() < when:
+        await asyncio.sleep(0)
+
+
+class Runner:
+    def __init__(self, cfg: RunConfig, client: Client, workload: Workload, state: RunState,
+                 progress: Callable[[RunState], None] | None = None, share: Share | None = None) -> None:
+        self.cfg = cfg
+        self.share = share
+        self.client = client
+        self.workload = workload
+        self.state = state
+        self.progress = progress
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._next = 0
+        self._grace_handle: asyncio.TimerHandle | None = None
+        self._connect_streak = 0
+        self._measured_done = 0
+        self._measured_failed = 0
+
+    # -- signals ---------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+                pass
+
+    def remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    def _on_signal(self, sig: int) -> None:
+        st = self.state
+        if st.stopping and st.signal is not None:
+            self._cancel_all()  # a second Ctrl-C: stop now, still write what we have
+            return
+        st.signal = sig
+        self.stop(f"interrupted ({signal.Signals(sig).name})")
+        self._grace_handle = asyncio.get_running_loop().call_later(self.cfg.load.grace_s, self._cancel_all)
+
+    def stop(self, reason: str) -> None:
+        """Start no new request; in-flight ones may finish."""
+        if not self.state.stopping:
+            self.state.stopping = True
+            self.state.stop_reason = reason
+
+    def cancel_all(self) -> None:
+        """Cancel every request in flight now (they are recorded as cancelled)."""
+        self._cancel_all()
+
+    def _cancel_all(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+
+    # -- the load ------------------------------------------------------------------------------
+    async def run(self) -> RunState:
+        st = self.state
+        # Everything imported and set up so far lives for the whole run: move it out of the
+        # collector's sight, or a full collection of it stalls the loop for ~10 ms mid-run.
+        gc.collect()
+        gc.freeze()
+        st.lags.start()
+        ticker = asyncio.get_running_loop().create_task(self._tick()) if self.progress else None
+        try:
+            cfg = self.cfg
+            if self.share and self.share.start_ns and not cfg.load.rate:
+                await _sleep_until(self.share.start_ns)
+            if cfg.load.rate:
+                await self._open_loop()
+            elif cfg.load.warmup and not st.stopping:
+                await self._phase(cfg.load.warmup, None, warmup=True)
+            if not st.stopping and not cfg.load.rate:
+                st.measure_t0 = perf_counter_ns()
+                deadline = st.measure_t0 + int(cfg.load.duration_s * 1e9) if cfg.load.duration_s else None
+                limit = cfg.load.requests if cfg.load.requests is not None else None
+                await self._phase(limit, deadline, warmup=False)
+        finally:
+            if self._grace_handle:
+                self._grace_handle.cancel()
+            st.lags.stop()
+            if ticker:
+                ticker.cancel()
+            st.cpu_s, st.wall_s = st.cpu.read()
+            if self.progress:
+                self.progress(st)
+        return st
+
+    async def _phase(self, limit: int | None, deadline: int | None, warmup: bool) -> None:
+        end = self._next + limit if limit is not None else None
+        n_workers = self.cfg.load.concurrency if end is None else min(self.cfg.load.concurrency, limit)
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self._worker(end, deadline, warmup)) for _ in range(n_workers)]
+        self._tasks.update(tasks)
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self._tasks.difference_update(tasks)
+
+    async def _worker(self, end: int | None, deadline: int | None, warmup: bool) -> None:
+        st = self.state
+        now = perf_counter_ns
+        share = self.share
+        while not st.stopping:
+            i = self._next
+            if end is not None and i >= end:
+                return
+            if deadline is not None and now() >= deadline:
+                return
+            self._next = i + 1
+            if share is not None:  # this worker's part of the run's request indices
+                i = share.index(i if warmup else i - self.cfg.load.warmup, warmup)
+            await self._request(RequestRecord(index=i, warmup=warmup))
+
+    async def _request(self, rec: RequestRecord) -> None:
+        """Send one request and account for it, whatever happens."""
+        st = self.state
+        st.records.append(rec)
+        try:
+            await self.client.send(rec, self.workload.body(rec.index))
+        except asyncio.CancelledError:
+            if rec.error_class is None:
+                rec.error_class = "cancelled"
+                rec.error = st.stop_reason or "cancelled"
+            rec.t_done = perf_counter_ns()
+            raise
+        rec.t_done = perf_counter_ns()
+        st.done += 1
+        if rec.failed:
+            st.failed += 1
+        if not rec.warmup:
+            self._limits(rec)
+
+    async def _open_loop(self) -> None:
+        """Send on an absolute schedule (--rate), optionally capped by --concurrency.
+
+        A request whose time has come while the cap is reached waits, and its lateness
+        shows as send lag and in the schedule-relative latencies: nothing is hidden.
+        """
+        cfg = self.cfg
+        st = self.state
+        share = self.share
+        if share is not None and share.times_ns is not None:
+            plan = list(zip((*share.warmup_indices, *(share.indices or ())), share.times_ns, strict=True))
+            n_warmup = len(share.warmup_indices)
+            deadline = share.deadline_ns
+            st.measure_t0 = share.start_ns
+        else:
+            t0 = perf_counter_ns() + START_DELAY_NS
+            st.measure_t0 = t0
+            times, deadline = open_plan(cfg, t0)
+            plan = list(enumerate(times))
+            n_warmup = cfg.load.warmup
+        loop = asyncio.get_running_loop()
+        cap = asyncio.Semaphore(cfg.load.concurrency) if cfg.load.concurrency else None
+        pending: set[asyncio.Task[None]] = set()
+
+        async def one(rec: RequestRecord) -> None:
+            try:
+                await self._request(rec)
+            finally:
+                if cap:
+                    cap.release()
+
+        try:
+            for k, (i, when) in enumerate(plan):
+                if st.stopping or (deadline is not None and when >= deadline):
+                    break
+                await _sleep_until(when)
+                if cap:
+                    await cap.acquire()
+                if st.stopping:
+                    if cap:
+                        cap.release()
+                    break
+                rec = RequestRecord(index=i, warmup=k < n_warmup, t_sched=when)
+                task = loop.create_task(one(rec))
+                pending.add(task)
+                self._tasks.add(task)
+                task.add_done_callback(pending.discard)
+                task.add_done_callback(self._tasks.discard)
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        except asyncio.CancelledError:
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _limits(self, rec: RequestRecord) -> None:
+        """Stop early when errors pass the user's limits, or the server is clearly gone."""
+        cfg = self.cfg
+        self._measured_done += 1
+        if not rec.failed:
+            self._connect_streak = 0
+            return
+        self._measured_failed += 1
+        self._connect_streak = self._connect_streak + 1 if rec.error_class == "connect" else 0
+        if self._connect_streak >= max(GONE_AFTER, 2 * cfg.load.concurrency):
+            self.stop(f"server unreachable: {self._connect_streak} connection failures in a row ({rec.error})")
+        elif cfg.limits.max_errors is not None and self._measured_failed >= cfg.limits.max_errors:
+            self.stop(f"--max-errors {cfg.limits.max_errors} reached")
+        elif (cfg.limits.max_error_rate is not None and self._measured_done >= MIN_REQUESTS_FOR_RATE
+              and self._measured_failed / self._measured_done > cfg.limits.max_error_rate):
+            self.stop(f"error rate {self._measured_failed / self._measured_done:.1%} over --max-error-rate "
+                      f"{cfg.limits.max_error_rate:.1%} after {self._measured_done} requests")
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+            self.progress(self.state)  # type: ignore[misc]

@@ -1,0 +1,128 @@
+"""The terminal: a live progress line while running, then the summary table."""
+
+from __future__ import annotations
+
+import time
+from typing import IO, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tpsload.core.runner import RunState
+
+DIST_ROWS = (
+    ("TTFT", "ttft_ms", "ms"),
+    ("ITL", "itl_ms", "ms"),
+    ("TPOT", "tpot_ms", "ms"),
+    ("E2E latency", "e2e_latency_ms", "ms"),
+    ("Decode speed", "decode_tps", "tok/s"),
+)
+
+
+class LiveProgress:
+    """Redrawn from the run's own loop a few times a second (no refresh thread
+    competing with the measurement for the GIL)."""
+
+    def __init__(self, file: IO[str], total: int | None, duration_s: float | None) -> None:
+        self.console = Console(file=file, stderr=True)
+        self.enabled = self.console.is_terminal
+        self.total = total
+        self.duration_s = duration_s
+        self.t0 = time.monotonic()
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                 console=self.console, auto_refresh=False, transient=True)
+        self.task = self.progress.add_task("requests", total=total or duration_s or None, info="")
+        if self.enabled:
+            self.progress.start()
+
+    def __call__(self, st: RunState) -> None:
+        if not self.enabled:
+            return
+        done = st.done
+        completed: float = done if self.total else (time.monotonic() - self.t0)
+        info = f"{done} done, {st.failed} failed" + (" · stopping" if st.stopping else "")
+        self.progress.update(self.task, completed=completed, info=info)
+        self.progress.refresh()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+
+def _f(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return f"{v:,}"
+
+
+def render(result: dict[str, Any], file: IO[str]) -> None:
+    con = Console(file=file, highlight=False, soft_wrap=True, width=None if file.isatty() else 140)
+    s = result["summary"]
+    cfg = result["config"]
+    mode = f"{cfg['endpoint']} {'stream' if cfg['stream'] else 'non-stream'}"
+    title = f"tpsload · {result['server'].get('base_url', cfg['base_url'])} · {result.get('model', cfg.get('model'))}"
+    con.print(f"[bold]{escape(title)}[/] · {mode} · concurrency {cfg['concurrency']}")
+    if result.get("partial"):
+        con.print(f"[bold yellow]PARTIAL result[/]: {escape(str(result.get('stop_reason')))}")
+    errs = result["errors"]["by_class"]
+    failed = ", ".join(f"{k} {v}" for k, v in sorted(errs.items())) if errs else ""
+    top = Table.grid(padding=(0, 2))
+    top.add_column(style="bold")
+    top.add_column(justify="right")
+    top.add_column()
+    failed_txt = f"{s['requests_failed']} failed" + (f" ({failed})" if failed else "")
+    top.add_row("Requests", f"{s['requests_ok']} ok", failed_txt)
+    top.add_row("Duration", _f(s["duration_s"], 2), "s")
+    spread = (result.get("repeat_spread") or {}).get("output_throughput")
+    top.add_row("Output throughput", _f(s["output_throughput"]),
+                "tok/s" + (f" (mean of {spread['n']} repetitions ± {spread['std']:,.1f}, range "
+                           f"{spread['min']:,.1f} … {spread['max']:,.1f})" if spread else ""))
+    top.add_row("  steady state", _f(s["steady_output_throughput"]), "tok/s (while at target concurrency)")
+    top.add_row("Total token throughput", _f(s["total_token_throughput"]), "tok/s (prompt + output)")
+    top.add_row("Request throughput", _f(s["request_throughput"], 2), "req/s")
+    top.add_row("Concurrency achieved", _f(s["concurrency_achieved"], 2), "requests in flight (time-weighted)")
+    srcs = ", ".join(f"{k} {v}" for k, v in s["token_sources"].items()) or "–"
+    top.add_row("Token counts from", srcs, "")
+    con.print(top)
+    t = Table(show_edge=False, header_style="bold")
+    for col in ("", "unit", "mean", "p50", "p90", "p99", "max", "n"):
+        t.add_column(col, justify="left" if col in ("", "unit") else "right")
+    for label, key, unit in DIST_ROWS:
+        d = s.get(key)
+        if d is None:
+            t.add_row(label, unit, *(["–"] * 6))
+        else:
+            t.add_row(label, unit, *(_f(d[k], 1) for k in ("mean", "p50", "p90", "p99", "max")), str(d["n"]))
+    con.print(t)
+    h = result["client_health"]
+    lag = h["loop_lag_ms"]
+    lag_txt = f"loop lag p99 {lag['p99']:.2f} ms" if lag else "loop lag –"
+    if h["client_bound"]:
+        con.print(f"[bold red]Client-bound[/]: {escape('; '.join(h['reasons']))}. Latencies include the client's own "
+                  "delay (spread the load with --workers N; `tpsload calibrate` recommends a count).")
+    elif h.get("workers"):
+        con.print(f"Client: ok ({lag_txt}, {len(h['workers'])} worker processes, CPU "
+                  f"{max(w['cpu_share'] for w in h['workers']):.0%} of a core at most)")
+    else:
+        con.print(f"Client: ok ({lag_txt}, CPU {h['cpu_share']:.0%} of one core)")
+    if result.get("slo"):
+        v = result["slo"]
+        parts = []
+        for o in v["objectives"]:
+            shown = "–" if o["value"] is None else f"{o['value']:.3g}"
+            parts.append(f"{'[green]met[/]' if o['met'] else '[red]MISSED[/]'} {escape(o['slo'])} ({shown})")
+        con.print("SLOs: " + "; ".join(parts))
+        con.print(f"Goodput: {_f(s['goodput'], 2)} req/s, {_f(s['goodput_tokens'])} tok/s "
+                  f"({v['good_requests']} of {s['requests_ok']} requests met every per-request objective)")
+    if "tokens_per_second" in result:
+        con.print(f"Single request: {result['tokens']} tokens, {_f(result['elapsed_seconds'], 3)} s, "
+                  f"{_f(result['tokens_per_second'])} tok/s ({result['mode']})")
+    for w in result.get("warnings", []):
+        con.print(f"[yellow]warning[/]: {escape(w)}")
+    for k, msg in result["errors"]["examples"].items():
+        con.print(f"[red]{k}[/]: {escape(msg)}")

@@ -1,0 +1,128 @@
+"""Before the load: is the server there, which model, what does it say about itself.
+
+Failures here are the user's to fix (wrong URL, key, model) and become one line
+and exit 2. Capacity mismatches (more requests than llama-server slots) are
+warnings: the run still measures what the user asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from tpsload.config import RunConfig, TpsloadError, redact, server_root
+
+
+@dataclass
+class ServerInfo:
+    model: str
+    server: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    llama_cpp: bool = False
+
+
+async def _get(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
+               timeout: float) -> tuple[int, Any, str | None]:
+    async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+        raw = await r.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = raw[:200].decode("utf-8", "replace")
+        return r.status, body, r.headers.get("Server")
+
+
+async def preflight(cfg: RunConfig, session: aiohttp.ClientSession, timeout: float = 10.0) -> ServerInfo:
+    headers = cfg.request_headers()
+    secrets = cfg.secrets()
+    models_url = cfg.target.base_url + "/models"
+    try:
+        status, body, server_hdr = await _get(session, models_url, headers, timeout)
+    except aiohttp.ClientConnectorError as e:
+        err = e.os_error
+        if isinstance(err, socket.gaierror):
+            why = f"cannot resolve the host name: {err.strerror}"
+        elif err is not None and err.errno and err.errno > 0:
+            why = os.strerror(err.errno).lower()
+        else:
+            why = str(err or e)
+        raise TpsloadError(f"cannot reach {cfg.target.base_url} ({why}): is the server running? "
+                           "(--base-url / --host --port)") from None
+    except asyncio.TimeoutError:
+        raise TpsloadError(f"{models_url} did not answer within {timeout:g} s (--base-url)") from None
+    except aiohttp.ClientSSLError as e:
+        raise TpsloadError(f"TLS failure talking to {cfg.target.base_url}: {e} (--insecure skips verification)") \
+            from None
+    except aiohttp.ClientError as e:
+        raise TpsloadError(redact(f"cannot talk to {cfg.target.base_url}: {e}", secrets)) from None
+    if status in (401, 403):
+        raise TpsloadError(f"the server refused the API key (HTTP {status} on /models): check --api-key "
+                           "or OPENAI_API_KEY")
+    if status == 503:
+        raise TpsloadError("the server is not ready (HTTP 503 on /models): is the model still loading?")
+    ids: list[str] = []
+    if status == 200 and isinstance(body, dict) and isinstance(body.get("data"), list):
+        ids = [m.get("id") for m in body["data"] if isinstance(m, dict) and m.get("id")]
+    info = ServerInfo(model=cfg.target.model or "")
+    info.server["models"] = ids
+    if server_hdr:
+        info.server["server_header"] = server_hdr
+    await _llama_props(cfg, session, headers, timeout, info)
+    if not info.llama_cpp:
+        await _version(cfg, session, headers, timeout, info)
+    if not cfg.target.model:
+        if not ids:
+            raise TpsloadError(f"cannot pick a model: {models_url} answered HTTP {status} with no model list; "
+                               "pass --model")
+        info.model = ids[0]
+    elif ids and cfg.target.model not in ids:
+        if info.llama_cpp:
+            info.warnings.append(f"model {cfg.target.model!r} is not in /v1/models ({', '.join(ids)}); "
+                                 "llama-server serves its one model whatever the name")
+        else:
+            raise TpsloadError(f"model {cfg.target.model!r} is not served here; available: {', '.join(ids)} (--model)")
+    return info
+
+
+async def _version(cfg: RunConfig, session: aiohttp.ClientSession, headers: dict[str, str],
+                   timeout: float, info: ServerInfo) -> None:
+    """vLLM answers /version; SGLang /get_server_info. Whatever is not there is simply absent."""
+    for path, key in (("/version", "vllm_version"), ("/get_server_info", "sglang_version")):
+        try:
+            status, body, _ = await _get(session, server_root(cfg.target.base_url) + path, headers, timeout)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            continue
+        if status == 200 and isinstance(body, dict) and isinstance(body.get("version"), str):
+            info.server[key] = body["version"]
+            return
+
+
+async def _llama_props(cfg: RunConfig, session: aiohttp.ClientSession, headers: dict[str, str],
+                       timeout: float, info: ServerInfo) -> None:
+    """llama-server's /props: slots and per-slot context, for the capacity warnings."""
+    try:
+        status, props, _ = await _get(session, server_root(cfg.target.base_url) + "/props", headers, timeout)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return
+    if status != 200 or not isinstance(props, dict) or "total_slots" not in props:
+        return
+    info.llama_cpp = True
+    gen = props.get("default_generation_settings") or {}
+    n_ctx = gen.get("n_ctx") if isinstance(gen, dict) else None
+    slots = props.get("total_slots")
+    info.server["llama_cpp"] = {
+        "total_slots": slots,
+        "n_ctx_per_slot": n_ctx,
+        "model_path": props.get("model_path"),
+        "build_info": props.get("build_info"),
+    }
+    if isinstance(slots, int) and not cfg.load.rate and cfg.load.concurrency > slots:
+        info.warnings.append(f"--concurrency {cfg.load.concurrency} exceeds llama-server's {slots} slots: "
+                             f"{cfg.load.concurrency - slots} requests will queue and TTFT will include the wait "
+                             "(start the server with -np N to add slots)")

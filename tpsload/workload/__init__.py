@@ -1,0 +1,1 @@
+"""What is sent: prompts, datasets, the client-side tokenizer, lengths fitted with the server's tokenizer."""

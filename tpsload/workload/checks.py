@@ -1,0 +1,75 @@
+"""Results and the workload -> warnings with hints. Pure.
+
+Each warning says what happened and what to try, in the user's terms.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from tpsload.analysis.stats import dist
+from tpsload.records import RequestRecord
+from tpsload.workload.spec import Workload
+
+LENGTH_TOLERANCE = 0.05
+
+
+def _input_estimate(workload: Workload, i: int) -> int:
+    item = workload.items[i]
+    if item.input_tokens is not None:
+        return item.input_tokens
+    text = item.prompt or " ".join(str(m.get("content", "")) for m in item.messages or ())
+    return len(text) // 4  # a rough size, only for the context warning
+
+
+def context_warning(server: dict[str, Any], workload: Workload) -> str | None:
+    """llama-server splits -c over -np slots: a request that does not fit a slot fails with 400."""
+    n_ctx = (server.get("llama_cpp") or {}).get("n_ctx_per_slot")
+    if not isinstance(n_ctx, int):
+        return None
+    worst = max(_input_estimate(workload, i) + (workload.items[i].max_tokens or workload.params.max_tokens or 0)
+                for i in range(len(workload.items)))
+    if worst > n_ctx:
+        return (f"prompt + output may need ~{worst} tokens but a llama-server slot holds {n_ctx} "
+                "(it splits -c over -np slots): such requests fail with HTTP 400; raise -c or lower -np")
+    return None
+
+
+def workload_checks(records: Sequence[RequestRecord], workload: Workload) -> tuple[dict[str, Any], list[str]]:
+    """What was observed against what was asked for; warnings past 5 % or for early stops."""
+    ok = [r for r in records if r.ok and not r.warmup]
+    n_items = len(workload.items)
+    warnings: list[str] = []
+    input_err, in_req, in_obs = [], [], []
+    early = 0
+    out_req: list[int] = []
+    for r in ok:
+        item = workload.items[r.index % n_items]
+        if item.input_tokens is not None and r.prompt_tokens is not None:
+            in_req.append(item.input_tokens)
+            in_obs.append(r.prompt_tokens)
+            input_err.append(abs(r.prompt_tokens - item.input_tokens) / item.input_tokens)
+        want = item.max_tokens if item.max_tokens is not None else workload.params.max_tokens
+        if want is not None and r.output_tokens is not None:
+            out_req.append(want)
+            if r.output_tokens < want:
+                early += 1
+    observed: dict[str, Any] = {
+        "prompt_tokens": dist([r.prompt_tokens for r in ok if r.prompt_tokens is not None]),
+        "output_tokens": dist([r.output_tokens for r in ok if r.output_tokens is not None]),
+        "cached_tokens": dist([r.cached_tokens for r in ok if r.cached_tokens is not None]),
+        "output_tokens_requested": dist(out_req),
+        "stopped_early": early,
+    }
+    if input_err:
+        mean_err = sum(input_err) / len(input_err)
+        observed["input_tokens_requested"] = dist(in_req)
+        observed["input_length_error"] = {"mean": mean_err, "max": max(input_err)}
+        if mean_err > LENGTH_TOLERANCE:
+            warnings.append(f"prompts were {mean_err:.0%} off their requested length on average (server counts "
+                            f"{sum(in_obs) / len(in_obs):.0f} vs {sum(in_req) / len(in_req):.0f} asked); "
+                            "without the server's /tokenize lengths are approximate")
+    if early:
+        hint = "" if workload.params.ignore_eos else " (add --ignore-eos, or use --output-tokens M)"
+        warnings.append(f"{early} of {len(ok)} requests stopped before their max_tokens{hint}")
+    return observed, warnings

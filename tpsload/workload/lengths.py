@@ -1,0 +1,96 @@
+"""How many tokens is this prompt? The target server's own tokenizer where it has one.
+
+llama-server: `POST /tokenize {"content"}` -> `{"tokens": [...]}`; vLLM: `POST /tokenize
+{"model", "prompt"}` -> `{"count"}`. Otherwise the offline tokenizer of tokens.py, or a
+word count (our synthetic words are one token each in common tokenizers), marked approximate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+
+from tpsload.config import RunConfig, server_root
+from tpsload.workload.tokenizer import Tokenizer
+
+
+@dataclass
+class Counter:
+    name: str
+    exact: bool
+    count: Callable[[str], Awaitable[int]]
+    overhead: int = 0  # tokens the server adds around the content (BOS, chat template)
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+    async with session.post(url, data=json.dumps(body), headers=headers,
+                            timeout=aiohttp.ClientTimeout(total=30)) as r:
+        if r.status != 200:
+            return None
+        try:
+            return await r.json(content_type=None)
+        except ValueError:
+            return None
+
+
+async def server_counter(cfg: RunConfig, session: aiohttp.ClientSession, model: str) -> Counter | None:
+    """The server's /tokenize, when it has one that answers sensibly."""
+    url = server_root(cfg.target.base_url) + "/tokenize"
+    headers = cfg.request_headers()
+    try:
+        probe = await _post(session, url, {"content": "hello world", "model": model, "prompt": "hello world"},
+                            headers)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return None
+    if not isinstance(probe, dict):
+        return None
+    if isinstance(probe.get("tokens"), list) and "count" not in probe:  # llama.cpp
+
+        async def llama(text: str) -> int:
+            r = await _post(session, url, {"content": text}, headers)
+            return len(r["tokens"])
+
+        return Counter("server /tokenize (llama.cpp)", True, llama)
+    if isinstance(probe.get("count"), int):  # vLLM
+
+        async def vllm(text: str) -> int:
+            r = await _post(session, url, {"model": model, "prompt": text, "add_special_tokens": False}, headers)
+            return int(r["count"])
+
+        return Counter("server /tokenize (vLLM)", True, vllm)
+    return None
+
+
+def offline_counter(tokenizer: Tokenizer) -> Counter:
+    async def tiktoken_count(text: str) -> int:
+        n = tokenizer.count(text)
+        return n if n is not None else len(text.split())
+
+    if tokenizer.count("probe") is not None:
+        return Counter(f"{tokenizer.name} (approximate: not the server's tokenizer)", False, tiktoken_count)
+
+    async def words(text: str) -> int:
+        return len(text.split())
+
+    return Counter("word count (approximate)", False, words)
+
+
+async def measure_overhead(cfg: RunConfig, session: aiohttp.ClientSession, model: str, counter: Counter,
+                           build: Callable[[str], dict[str, Any]]) -> int | None:
+    """Tokens the server adds around our content (BOS, chat template), from one 1-token request."""
+    probe = "Count these words please"
+    body = build(probe)
+    body.update({"stream": False, "max_tokens": 1})
+    body.pop("stream_options", None)
+    try:
+        r = await _post(session, cfg.url, body, cfg.request_headers())
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return None
+    usage = r.get("usage") if isinstance(r, dict) else None
+    if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int):
+        return None
+    return max(0, usage["prompt_tokens"] - await counter.count(probe))

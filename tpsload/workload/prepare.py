@@ -1,0 +1,113 @@
+"""The user's workload options -> a Workload, before the first measured request.
+
+Reads prompt files and datasets, and for synthetic prompts asks the target server's
+tokenizer (lengths.py) so that prompts have the length that was asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import click
+
+from tpsload.config import RunConfig, TpsloadError
+from tpsload.workload import datasets
+from tpsload.workload.lengths import Counter, measure_overhead, offline_counter, server_counter
+from tpsload.workload.spec import RequestSpec, Workload, WorkloadParams, length_targets, synthesize
+from tpsload.workload.tokenizer import Tokenizer
+
+DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+# prompts made up front for a --duration run of synthetic prompts; they repeat after that
+DURATION_POOL = 512
+
+
+def params(cfg: RunConfig, model: str, server: dict[str, Any]) -> WorkloadParams:
+    w = cfg.workload
+    extra = dict(w.extra_body)
+    if w.ignore_eos and w.max_tokens and "vllm_version" in server and "min_tokens" not in extra:
+        extra["min_tokens"] = w.max_tokens  # vLLM honours both; belt and braces for exact lengths
+    return WorkloadParams(endpoint=w.endpoint, model=model, stream=w.stream, max_tokens=w.max_tokens,
+                          ignore_eos=w.ignore_eos, temperature=w.temperature, system=w.system,
+                          extra_body=extra, continuous_usage=w.continuous_usage)
+
+
+def n_distinct(cfg: RunConfig) -> int:
+    if cfg.load.requests is not None:
+        return cfg.load.requests + cfg.load.warmup
+    return DURATION_POOL
+
+
+async def build(cfg: RunConfig, session: aiohttp.ClientSession, model: str, server: dict[str, Any],
+                tokenizer: Tokenizer) -> Workload:
+    p = params(cfg, model, server)
+    desc: dict[str, Any] = {"seed": cfg.workload.seed}
+    if cfg.workload.input_tokens is not None:
+        items = await _synthetic(cfg, session, model, p, tokenizer, desc)
+    elif cfg.workload.dataset:
+        items = await _dataset(cfg, session, model, tokenizer, desc)
+    elif cfg.workload.prompt_file:
+        items = datasets.load_text(cfg.workload.prompt_file)
+        desc.update(source=f"prompt file {cfg.workload.prompt_file}", prompts=len(items))
+    else:
+        items = [RequestSpec(prompt=cfg.workload.prompt if cfg.workload.prompt is not None else DEFAULT_PROMPT)]
+        desc.update(source="prompt")
+    return Workload(items, p, desc)
+
+
+async def _counter(cfg: RunConfig, session: aiohttp.ClientSession, model: str, tokenizer: Tokenizer) -> Counter:
+    counter = await server_counter(cfg, session, model)
+    return counter or offline_counter(tokenizer)
+
+
+async def _synthetic(cfg: RunConfig, session: aiohttp.ClientSession, model: str, p: WorkloadParams,
+                     tokenizer: Tokenizer, desc: dict[str, Any]) -> list[RequestSpec]:
+    counter = await _counter(cfg, session, model, tokenizer)
+
+    def probe_body(text: str) -> dict[str, Any]:
+        return Workload([RequestSpec(prompt=text)], p, {}).request(0)
+
+    w = cfg.workload
+    overhead = await measure_overhead(cfg, session, model, counter, probe_body)
+    n = n_distinct(cfg)
+    targets = length_targets(n, w.input_tokens or 1, w.input_tokens_stddev, w.input_tokens_min, w.input_tokens_max,
+                             w.seed)
+    click.echo(f"tpsload: preparing {n} prompts of ~{w.input_tokens} tokens ({counter.name})", err=True)
+    prompts, measured = await synthesize(counter.count, targets, w.seed, w.shared_prefix, w.cache_bust, overhead or 0)
+    desc.update(
+        source="synthetic",
+        input_tokens={"mean": w.input_tokens, "stddev": w.input_tokens_stddev, "min": w.input_tokens_min,
+                      "max": w.input_tokens_max},
+        length_counter=counter.name,
+        lengths_exact=counter.exact and overhead is not None,
+        server_overhead_tokens=overhead,
+        shared_prefix_tokens=w.shared_prefix,
+        cache_bust=w.cache_bust,
+        pool=n if cfg.load.requests is None else None,
+    )
+    return [RequestSpec(prompt=t, input_tokens=m) for t, m in zip(prompts, measured, strict=True)]
+
+
+async def _dataset(cfg: RunConfig, session: aiohttp.ClientSession, model: str, tokenizer: Tokenizer,
+                   desc: dict[str, Any]) -> list[RequestSpec]:
+    path = cfg.workload.dataset or ""
+    fmt = datasets.detect_format(path) if cfg.workload.dataset_format == "auto" else cfg.workload.dataset_format
+    if fmt == "text":
+        items = datasets.load_text(path, "--dataset")
+    elif fmt == "jsonl":
+        items = datasets.load_jsonl(path)
+    elif fmt == "sharegpt":
+        pairs = datasets.load_sharegpt(path)
+        if cfg.workload.output_from_dataset:
+            counter = await _counter(cfg, session, model, tokenizer)
+            items = [RequestSpec(prompt=s.prompt, max_tokens=max(1, await counter.count(reply)) if reply else None)
+                     for s, reply in pairs]
+            desc["output_length_counter"] = counter.name
+        else:
+            items = [s for s, _ in pairs]
+    else:
+        raise TpsloadError(f"--dataset-format {fmt!r}: one of auto, text, jsonl, sharegpt")
+    if cfg.workload.output_from_dataset and fmt == "text":
+        raise TpsloadError("--output-tokens dataset needs a JSONL or ShareGPT dataset that has output lengths")
+    desc.update(source=f"dataset {path}", format=fmt, entries=len(items))
+    return datasets.shuffled(items, cfg.workload.seed)
