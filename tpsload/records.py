@@ -9,23 +9,50 @@ from __future__ import annotations
 import json
 from array import array
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import IO, Any, Iterable
 
-# Error classes (METRICS.md, issue 5). `cancelled` is neither success nor failure.
-ERROR_CLASSES = (
-    "connect",
-    "timeout_first_byte",
-    "timeout_stream",
-    "http_4xx",
-    "http_429",
-    "http_5xx",
-    "stream_error",
-    "protocol",
-    "disconnect",
-    "cancelled",
-)
 
-TOKEN_SOURCES = ("usage", "timings", "tokenizer", "estimate")
+class _StrEnum(str, Enum):
+    """A name that is its string: equal to it, hashed like it and written as it (JSON, f-strings),
+    so a record or result holds a checked name while the JSON stays the plain word."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class ErrorClass(_StrEnum):
+    """Why a request failed (METRICS.md, issue 5). `CANCELLED` is neither success nor failure."""
+
+    CONNECT = "connect"
+    TIMEOUT_FIRST_BYTE = "timeout_first_byte"
+    TIMEOUT_STREAM = "timeout_stream"
+    HTTP_4XX = "http_4xx"
+    HTTP_429 = "http_429"
+    HTTP_5XX = "http_5xx"
+    STREAM_ERROR = "stream_error"
+    PROTOCOL = "protocol"
+    DISCONNECT = "disconnect"
+    CANCELLED = "cancelled"
+
+
+class TokenSource(_StrEnum):
+    """Where a request's output token count came from, best first (METRICS.md "Token counts")."""
+
+    USAGE = "usage"  # usage.completion_tokens
+    TIMINGS = "timings"  # llama.cpp's timings.predicted_n
+    TOKENIZER = "tokenizer"  # a tokenizer on the generated text
+    ESTIMATE = "estimate"  # the number of output chunks
+
+
+# How a result dataclass field is written as JSON (render.json.plain): OPTIONAL leaves the key
+# out while the value is None (a key that exists only in some runs); INLINE writes a nested
+# dataclass's keys into its parent's object (a group of keys that come and go together).
+OPTIONAL = {"json": "optional"}
+INLINE = {"json": "inline"}
 
 
 @dataclass(slots=True)
@@ -46,15 +73,16 @@ class RequestRecord:
     # tokens carried by each output chunk, when the server told us (cumulative usage)
     chunk_tokens: array | None = None
     output_tokens: int | None = None
-    token_source: str | None = None
-    token_counts: dict[str, int] = field(default_factory=dict)  # every source that was available
+    token_source: TokenSource | None = None
+    # every count that was available: by TokenSource, and "chunks" (what an estimate would use)
+    token_counts: dict[str, int] = field(default_factory=dict)
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
     content_chunks: int = 0
     reasoning_chunks: int = 0  # reasoning output, counted apart from content
     finish_reason: str | None = None
     status: int | None = None
-    error_class: str | None = None
+    error_class: ErrorClass | None = None
     error: str | None = None
     retries: int = 0
     server_timings: dict[str, Any] | None = None
@@ -66,7 +94,7 @@ class RequestRecord:
 
     @property
     def failed(self) -> bool:
-        return self.error_class is not None and self.error_class != "cancelled"
+        return self.error_class is not None and self.error_class != ErrorClass.CANCELLED
 
     def to_json(self, t0: int) -> dict[str, Any]:
         """A JSON-able dict; times in ms relative to the run's start `t0`."""

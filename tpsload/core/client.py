@@ -19,7 +19,7 @@ import aiohttp
 from tpsload.config import RunConfig, redact
 from tpsload.core.tokens import apply_counts
 from tpsload.protocol.openai import Decoded, StreamDecoder, decode_body, error_from_body
-from tpsload.records import RequestRecord
+from tpsload.records import ErrorClass, RequestRecord
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -54,10 +54,10 @@ def make_session(limit: int, timeout_s: float | None, insecure: bool,
     )
 
 
-def _status_class(status: int) -> str:
+def _status_class(status: int) -> ErrorClass:
     if status == 429:
-        return "http_429"
-    return "http_5xx" if status >= 500 else "http_4xx"
+        return ErrorClass.HTTP_429
+    return ErrorClass.HTTP_5XX if status >= 500 else ErrorClass.HTTP_4XX
 
 
 # Where a stream's bytes go while aiohttp's parser delivers them (see _Tap).
@@ -166,7 +166,7 @@ class Client:
                     resp = await req
                 break
             except aiohttp.ClientConnectorError as e:
-                return self._fail(rec, "connect", f"cannot connect: {e.os_error or e}")
+                return self._fail(rec, ErrorClass.CONNECT, f"cannot connect: {e.os_error or e}")
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
                 # A pooled connection the server had closed after its last reply: nothing
                 # was measured yet, so retry once on a fresh connection, transparently.
@@ -175,11 +175,11 @@ class Client:
                     rec.retries = 1
                     self._reconnect()
                     continue
-                return self._fail(rec, "disconnect", f"connection lost before the response: {e}")
+                return self._fail(rec, ErrorClass.DISCONNECT, f"connection lost before the response: {e}")
             except asyncio.TimeoutError:
-                return self._fail(rec, "timeout_first_byte", "no response before the first-byte timeout")
+                return self._fail(rec, ErrorClass.TIMEOUT_FIRST_BYTE, "no response before the first-byte timeout")
             except aiohttp.ClientError as e:
-                return self._fail(rec, "connect", str(e) or e.__class__.__name__)
+                return self._fail(rec, ErrorClass.CONNECT, str(e) or e.__class__.__name__)
         rec.status = resp.status
         close = False
         try:
@@ -197,15 +197,15 @@ class Client:
                     else await resp.read()
                 if self.max_response_bytes and len(raw) > self.max_response_bytes:
                     close = True
-                    return self._fail(rec, "protocol", f"response larger than {self.max_response_bytes} bytes")
+                    return self._fail(rec, ErrorClass.PROTOCOL, f"response larger than {self.max_response_bytes} bytes")
                 rec.t_end = rec.t_last = now()
                 self._finish(rec, decode_body(raw))
         except asyncio.TimeoutError:
-            cls = "timeout_stream" if rec.t_first is not None else "timeout_first_byte"
+            cls = ErrorClass.TIMEOUT_STREAM if rec.t_first is not None else ErrorClass.TIMEOUT_FIRST_BYTE
             self._fail(rec, cls, "response not complete before the timeout")
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError) as e:
             close = True
-            self._fail(rec, "disconnect", f"connection lost mid-response: {e}")
+            self._fail(rec, ErrorClass.DISCONNECT, f"connection lost mid-response: {e}")
         finally:
             if close:
                 resp.close()
@@ -234,7 +234,7 @@ class Client:
                 if sink.stop:
                     break
             if sink.error:
-                self._fail(rec, "protocol", sink.error)
+                self._fail(rec, ErrorClass.PROTOCOL, sink.error)
                 resp.close()
             elif rec.error_class is None:
                 rec.t_end = ts
@@ -257,13 +257,13 @@ class Client:
                 with timeout if timeout is not None else contextlib.nullcontext():
                     await content.wait_eof()
             if sink.error:
-                self._fail(rec, "protocol", sink.error)
+                self._fail(rec, ErrorClass.PROTOCOL, sink.error)
                 resp.close()
             elif rec.error_class is None:
                 rec.t_end = sink.t_eof or perf_counter_ns()
         except _Stop:
             if sink.error:
-                self._fail(rec, "protocol", sink.error)
+                self._fail(rec, ErrorClass.PROTOCOL, sink.error)
             resp.close()
         finally:
             _TAPS.pop(key, None)
@@ -288,14 +288,14 @@ class Client:
         if rec.error_class:
             return
         if out.error:
-            self._fail(rec, "stream_error", out.error)
+            self._fail(rec, ErrorClass.STREAM_ERROR, out.error)
         elif out.protocol_error:
-            self._fail(rec, "protocol", out.protocol_error)
+            self._fail(rec, ErrorClass.PROTOCOL, out.protocol_error)
         elif rec.stream and out.events == 0 and rec.t_end is not None:
-            self._fail(rec, "protocol",
+            self._fail(rec, ErrorClass.PROTOCOL,
                        "streamed response carried no SSE events (does the server stream? try --no-stream)")
 
-    def _fail(self, rec: RequestRecord, cls: str, msg: str) -> None:
+    def _fail(self, rec: RequestRecord, cls: ErrorClass, msg: str) -> None:
         if rec.error_class is None:
             rec.error_class = cls
             rec.error = redact(msg, self.secrets)[:500] if msg else msg

@@ -17,7 +17,7 @@ from tpsload.config import RunConfig
 from tpsload.core.client import Client
 from tpsload.core.health import CpuMeter, LoopLagSampler
 from tpsload.core.scheduler import open_plan
-from tpsload.records import RequestRecord
+from tpsload.records import ErrorClass, RequestRecord
 from tpsload.workload.spec import Workload
 
 PROGRESS_INTERVAL_S = 0.25
@@ -213,7 +213,7 @@ class Runner:
             await self.client.send(rec, self.workload.body(rec.index))
         except asyncio.CancelledError:
             if rec.error_class is None:
-                rec.error_class = "cancelled"
+                rec.error_class = ErrorClass.CANCELLED
                 rec.error = st.stop_reason or "cancelled"
             rec.t_done = perf_counter_ns()
             raise
@@ -287,7 +287,7 @@ class Runner:
             self._connect_streak = 0
             return
         self._measured_failed += 1
-        self._connect_streak = self._connect_streak + 1 if rec.error_class == "connect" else 0
+        self._connect_streak = self._connect_streak + 1 if rec.error_class == ErrorClass.CONNECT else 0
         if self._connect_streak >= max(GONE_AFTER, 2 * cfg.load.concurrency):
             self.stop(f"server unreachable: {self._connect_streak} connection failures in a row ({rec.error})")
         elif cfg.limits.max_errors is not None and self._measured_failed >= cfg.limits.max_errors:

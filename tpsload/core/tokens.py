@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Iterable
 
 from tpsload.protocol.openai import Decoded
-from tpsload.records import RequestRecord
+from tpsload.records import RequestRecord, TokenSource
 
 if TYPE_CHECKING:
     from tpsload.workload.tokenizer import Tokenizer
@@ -22,10 +22,10 @@ def apply_counts(rec: RequestRecord, dec: Decoded) -> None:
     timings = dec.timings or {}
     ct = usage.get("completion_tokens")
     if isinstance(ct, int):
-        counts["usage"] = ct
+        counts[TokenSource.USAGE] = ct
     pn = timings.get("predicted_n")
     if isinstance(pn, int):
-        counts["timings"] = pn
+        counts[TokenSource.TIMINGS] = pn
     if rec.stream:
         counts["chunks"] = len(dec.chunk_times)
     pt = usage.get("prompt_tokens")
@@ -39,10 +39,10 @@ def apply_counts(rec: RequestRecord, dec: Decoded) -> None:
     if not isinstance(cached, int):
         cached = timings.get("cache_n") if isinstance(timings.get("cache_n"), int) else None
     rec.cached_tokens = cached
-    if "usage" in counts:
-        rec.output_tokens, rec.token_source = counts["usage"], "usage"
-    elif "timings" in counts:
-        rec.output_tokens, rec.token_source = counts["timings"], "timings"
+    if TokenSource.USAGE in counts:
+        rec.output_tokens, rec.token_source = counts[TokenSource.USAGE], TokenSource.USAGE
+    elif TokenSource.TIMINGS in counts:
+        rec.output_tokens, rec.token_source = counts[TokenSource.TIMINGS], TokenSource.TIMINGS
     else:
         rec.text = dec.text  # resolved after the run, off the event loop
     if timings:
@@ -57,9 +57,9 @@ def resolve_pending(records: Iterable[RequestRecord], tokenizer: "Tokenizer") ->
         # failed or cancelled requests are not worth loading a tokenizer for
         n = tokenizer.count(rec.text) if rec.ok else None
         if n is not None:
-            rec.token_counts["tokenizer"] = n
-            rec.output_tokens, rec.token_source = n, "tokenizer"
+            rec.token_counts[TokenSource.TOKENIZER] = n
+            rec.output_tokens, rec.token_source = n, TokenSource.TOKENIZER
         else:
             rec.output_tokens = rec.token_counts.get("chunks", 0)
-            rec.token_source = "estimate"
+            rec.token_source = TokenSource.ESTIMATE
         rec.text = None
