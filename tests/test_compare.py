@@ -35,6 +35,24 @@ def rows(path):
     return {r["metric"]: r for r in load_json(path)["comparisons"][0]["levels"][0]["rows"]}
 
 
+def test_catalogue_reads_what_a_result_holds(results):
+    """Every comparable metric is found where the catalogue says, with the mock's known values."""
+    from tpsload.analysis import compare as cmp
+
+    res = load_json(results["A"])
+    s = res["summary"]
+    for m in cmp.METRICS:
+        assert m.key in s and (m.samples is None or m.samples in res["samples"]), m
+        assert cmp.value(res, m) is not None, m
+    # only throughputs and distribution statistics can be re-estimated from one run's requests
+    assert [m.name for m in cmp.METRICS if not m.per_request] == ["error_rate", "goodput"]
+    v = {m.name: cmp.value(res, m) for m in cmp.METRICS}
+    assert 29 <= v["ttft_p50"] <= 30 + 15  # the mock's own overhead on shared cores
+    assert v["tpot_p50"] == pytest.approx(10, rel=0.05) and v["decode_tps_p50"] == pytest.approx(100, rel=0.05)
+    assert v["e2e_latency_p99"] == s["e2e_latency_ms"]["p99"] and v["error_rate"] == 0
+    assert v["output_throughput"] == s["output_throughput"] and v["goodput"] == s["request_throughput"]
+
+
 def test_a_result_against_itself(results, tmp_path):
     out = tmp_path / "c.json"
     compare(results["A"], results["A"], "--json", out, check=0)

@@ -22,23 +22,52 @@ import numpy as np
 
 from tpsload.errors import TpsloadError
 
-# (name, unit, higher is better)
-METRICS: tuple[tuple[str, str, bool], ...] = (
-    ("output_throughput", "tok/s", True),
-    ("steady_output_throughput", "tok/s", True),
-    ("request_throughput", "req/s", True),
-    ("ttft_p50", "ms", False),
-    ("ttft_p99", "ms", False),
-    ("tpot_p50", "ms", False),
-    ("tpot_p99", "ms", False),
-    ("e2e_latency_p50", "ms", False),
-    ("e2e_latency_p99", "ms", False),
-    ("decode_tps_p50", "tok/s", True),
-    ("error_rate", "", False),
-    ("goodput", "req/s", True),
-)
-_THROUGHPUTS = {"output_throughput", "steady_output_throughput", "request_throughput", "goodput"}
-_DIST = re.compile(r"^(ttft|tpot|e2e_latency|decode_tps)_(p\d+|mean)$")
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One comparable metric: where a result holds it, and how a request bootstrap re-estimates it
+    (the table METRICS below)."""
+
+    name: str  # in the table, the JSON and --fail-if
+    unit: str
+    higher_is_better: bool
+    key: str
+    stat: str | None  # "p50", "p99", "mean"
+    samples: str | None
+    little: bool
+
+    @property
+    def percentile(self) -> float | None:
+        """99.0 for a p99; None for a mean or a per-run number."""
+        return float(self.stat[1:].replace("_", ".")) if self.stat and self.stat.startswith("p") else None
+
+    @property
+    def per_request(self) -> bool:
+        """Re-estimable from the requests of one run (else only from repetitions)."""
+        return self.little or (self.stat is not None and self.samples is not None)
+
+
+# The comparable metrics. key: where the value lives, result["summary"][key]; stat: set for a
+# statistic of a per-request distribution; samples: the samples column its request bootstrap
+# resamples; little: a throughput, re-estimated as the samples' work (a request each when
+# None) per second in flight x concurrency. A metric with neither stat nor little has an
+# interval only from repetitions.
+#     name                        unit     higher  key                         stat   samples           little
+METRICS: tuple[Metric, ...] = tuple(Metric(*row) for row in (
+    ("output_throughput",          "tok/s", True,  "output_throughput",        None,  "output_tokens",  True),
+    ("steady_output_throughput",   "tok/s", True,  "steady_output_throughput", None,  "output_tokens",  True),
+    ("request_throughput",         "req/s", True,  "request_throughput",       None,  None,             True),
+    ("ttft_p50",                   "ms",    False, "ttft_ms",                  "p50", "ttft_ms",        False),
+    ("ttft_p99",                   "ms",    False, "ttft_ms",                  "p99", "ttft_ms",        False),
+    ("tpot_p50",                   "ms",    False, "tpot_ms",                  "p50", "tpot_ms",        False),
+    ("tpot_p99",                   "ms",    False, "tpot_ms",                  "p99", "tpot_ms",        False),
+    ("e2e_latency_p50",            "ms",    False, "e2e_latency_ms",           "p50", "e2e_latency_ms", False),
+    ("e2e_latency_p99",            "ms",    False, "e2e_latency_ms",           "p99", "e2e_latency_ms", False),
+    ("decode_tps_p50",             "tok/s", True,  "decode_tps",               "p50", "decode_tps",     False),
+    ("error_rate",                 "",      False, "error_rate",               None,  None,             False),
+    ("goodput",                    "req/s", True,  "goodput",                  None,  None,             False),
+))
+BY_NAME = {m.name: m for m in METRICS}
 B = 1000
 
 # what must match for two results to be comparable
@@ -47,14 +76,10 @@ COMPARABLE = (("workload", "source"), ("workload", "input_tokens"), ("workload",
               ("config", "slos"), ("config", "concurrency"), ("config", "rate"), ("kind",))
 
 
-def value(result: dict[str, Any], metric: str) -> float | None:
-    s = result.get("summary") or {}
-    m = _DIST.match(metric)
-    if m:
-        key = m.group(1) + ("_ms" if m.group(1) != "decode_tps" else "")
-        d = s.get(key)
-        return None if not d else d.get(m.group(2))
-    v = s.get(metric)
+def value(result: dict[str, Any], metric: Metric) -> float | None:
+    v = (result.get("summary") or {}).get(metric.key)
+    if metric.stat is not None:
+        return None if not v else v.get(metric.stat)
     return float(v) if isinstance(v, (int, float)) else None
 
 
@@ -63,24 +88,24 @@ def _column(result: dict[str, Any], name: str) -> np.ndarray:
     return np.asarray([np.nan if v is None else v for v in col], dtype=np.float64)
 
 
-def _boot_stat(result: dict[str, Any], metric: str, idx: np.ndarray) -> np.ndarray:
+def _boot_stat(result: dict[str, Any], metric: Metric, idx: np.ndarray) -> np.ndarray:
     """The metric over B resamples of the result's requests (idx: B x n)."""
-    m = _DIST.match(metric)
-    if m:
-        col = _column(result, m.group(1) + ("_ms" if m.group(1) != "decode_tps" else ""))[idx]
-        if m.group(2) == "mean":
-            return np.nanmean(col, axis=1)
-        return np.nanpercentile(col, float(m.group(2)[1:]), axis=1)
+    if not metric.little:
+        assert metric.samples is not None and metric.stat is not None
+        col = _column(result, metric.samples)[idx]
+        q = metric.percentile
+        return np.nanmean(col, axis=1) if q is None else np.nanpercentile(col, q, axis=1)
     # throughput by Little's law: tokens (or requests) per second of time in flight x streams
-    tokens = _column(result, "output_tokens")[idx]
     busy = np.nansum(_column(result, "e2e_latency_ms")[idx], axis=1) / 1e3
     conc = (result.get("summary") or {}).get("concurrency_achieved") or 1.0
-    work = np.nansum(tokens, axis=1) if metric != "request_throughput" else np.full(len(idx), idx.shape[1])
+    work = np.nansum(_column(result, metric.samples)[idx], axis=1) if metric.samples else \
+        np.full(len(idx), idx.shape[1])
     with np.errstate(divide="ignore", invalid="ignore"):
         return work / busy * conc
 
 
-def ratio_ci(base: dict[str, Any], other: dict[str, Any], metric: str, seed: int = 0) -> tuple[float, float] | None:
+def ratio_ci(base: dict[str, Any], other: dict[str, Any], metric: Metric, seed: int = 0
+             ) -> tuple[float, float] | None:
     """95 % bootstrap interval of other/base for one metric, or None when it cannot be estimated."""
     rng = np.random.default_rng(seed)
     reps_b, reps_o = base.get("repeats") or [], other.get("repeats") or []
@@ -92,7 +117,7 @@ def ratio_ci(base: dict[str, Any], other: dict[str, Any], metric: str, seed: int
         sb = vb[rng.integers(0, len(vb), (B, len(vb)))].mean(axis=1)
         so = vo[rng.integers(0, len(vo), (B, len(vo)))].mean(axis=1)
     else:
-        if metric in ("error_rate", "goodput"):
+        if not metric.per_request:
             return None
         nb = len((base.get("samples") or {}).get("output_tokens") or [])
         no = len((other.get("samples") or {}).get("output_tokens") or [])
@@ -134,13 +159,13 @@ class Row:
 
 def compare_pair(base: dict[str, Any], other: dict[str, Any], min_effect: float = 0.05) -> list[Row]:
     rows = []
-    for name, unit, hib in METRICS:
-        vb, vo = value(base, name), value(other, name)
+    for m in METRICS:
+        vb, vo = value(base, m), value(other, m)
         ratio = vo / vb if vb and vo is not None else None
-        ci = ratio_ci(base, other, name) if ratio is not None else None
+        ci = ratio_ci(base, other, m) if ratio is not None else None
         sig = bool(ci and (ci[0] > 1 or ci[1] < 1) and ratio is not None and abs(ratio - 1) >= min_effect)
-        note = _too_few(base, other, name)
-        rows.append(Row(name, unit, hib, vb, vo, ratio, ci, sig and note is None, note))
+        note = _too_few(base, other, m)
+        rows.append(Row(m.name, m.unit, m.higher_is_better, vb, vo, ratio, ci, sig and note is None, note))
     return rows
 
 
@@ -149,14 +174,13 @@ def compare_pair(base: dict[str, Any], other: dict[str, Any], min_effect: float 
 MIN_TAIL = 5
 
 
-def _too_few(base: dict[str, Any], other: dict[str, Any], metric: str) -> str | None:
-    m = _DIST.match(metric)
-    if not m or not m.group(2).startswith("p") or (base.get("repeats") and other.get("repeats")):
+def _too_few(base: dict[str, Any], other: dict[str, Any], metric: Metric) -> str | None:
+    if metric.percentile is None or (base.get("repeats") and other.get("repeats")):
         return None
-    q = float(m.group(2)[1:].replace("_", ".")) / 100
+    q = metric.percentile / 100
     n = min(len((r.get("samples") or {}).get("output_tokens") or []) for r in (base, other))
     need = math.ceil(MIN_TAIL / max(min(q, 1 - q), 1e-9))
-    return None if n >= need else f"{n} requests are too few to judge a p{m.group(2)[1:]} (needs {need})"
+    return None if n >= need else f"{n} requests are too few to judge a {metric.stat} (needs {need})"
 
 
 def _get(result: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -211,9 +235,8 @@ def parse_gate(text: str) -> Gate:
     if not m:
         raise TpsloadError(f"--fail-if {text!r}: expected METRIC < -5% or METRIC > +10%")
     metric, op, pct = m.groups()
-    if metric not in {n for n, _, _ in METRICS}:
-        raise TpsloadError(f"--fail-if {text!r}: unknown metric {metric!r}; one of "
-                           + ", ".join(n for n, _, _ in METRICS))
+    if metric not in BY_NAME:
+        raise TpsloadError(f"--fail-if {text!r}: unknown metric {metric!r}; one of " + ", ".join(BY_NAME))
     return Gate(text.strip(), metric, op, float(pct) / 100)
 
 
