@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tpsload.analysis.stats import dist, legacy_fields, load_shape, per_request, summarize
-from tpsload.records import RequestRecord
+from tpsload.records import ErrorClass, RequestRecord, TokenSource
 
 MS = 1_000_000
 
@@ -16,7 +16,7 @@ def rec(i, send_ms, chunk_ms, out, prompt=10, warmup=False, k=None, err=None):
     if chunk_ms:
         r.t_first, r.t_last = r.chunk_times[0], r.chunk_times[-1]
     r.t_end = r.t_done = int((chunk_ms[-1] if chunk_ms else send_ms) * MS) + 1 * MS
-    r.output_tokens, r.token_source, r.prompt_tokens = out, "usage", prompt
+    r.output_tokens, r.token_source, r.prompt_tokens = out, TokenSource.USAGE, prompt
     if k is not None:
         r.chunk_tokens = array("q", k)
     if err:
@@ -66,24 +66,24 @@ def test_summary_throughput_errors_and_warmup():
         rec(0, 0, [10, 20], out=2, warmup=True),  # excluded
         rec(1, 100, [150, 200], out=2),
         rec(2, 100, [160, 300], out=4),
-        rec(3, 120, [], out=None, err="http_5xx"),
+        rec(3, 120, [], out=None, err=ErrorClass.HTTP_5XX),
     ]
     records[3].t_done = 130 * MS
     s = summarize(records, concurrency=2)
-    assert s["requests_ok"] == 2 and s["requests_failed"] == 1
-    assert s["duration_s"] == pytest.approx(0.201)  # first send 100 ms, last end 301 ms
-    assert s["output_throughput"] == pytest.approx(6 / 0.201)
-    assert s["total_token_throughput"] == pytest.approx(26 / 0.201)
-    assert s["error_rate"] == pytest.approx(1 / 3)
-    assert s["ttft_ms"]["n"] == 2 and s["ttft_ms"]["mean"] == pytest.approx(55.0)
-    assert s["token_sources"] == {"usage": 2}
-    assert s["itl_ms"]["n"] == 2
+    assert s.requests_ok == 2 and s.requests_failed == 1
+    assert s.duration_s == pytest.approx(0.201)  # first send 100 ms, last end 301 ms
+    assert s.output_throughput == pytest.approx(6 / 0.201)
+    assert s.total_token_throughput == pytest.approx(26 / 0.201)
+    assert s.error_rate == pytest.approx(1 / 3)
+    assert s.ttft_ms["n"] == 2 and s.ttft_ms["mean"] == pytest.approx(55.0)
+    assert s.token_sources == {"usage": 2}
+    assert s.itl_ms["n"] == 2
 
 
 def test_empty_run_is_all_null_not_zero():
     s = summarize([], concurrency=4)
-    assert s["requests_ok"] == 0 and s["ttft_ms"] is None and s["output_throughput"] is None
-    assert s["error_rate"] is None and s["steady_output_throughput"] is None
+    assert s.requests_ok == 0 and s.ttft_ms is None and s.output_throughput is None
+    assert s.error_rate is None and s.steady_output_throughput is None
 
 
 def test_load_shape_concurrency_and_steady_window():
@@ -100,8 +100,8 @@ def test_load_shape_concurrency_and_steady_window():
 def test_legacy_fields():
     r = rec(0, 0, [100, 120, 140, 160, 180], out=5)
     f = legacy_fields(r)
-    assert f["mode"] == "stream" and f["tokens"] == 5
-    assert f["elapsed_seconds"] == pytest.approx(0.08)
-    assert f["tokens_per_second"] == pytest.approx(5 / 0.08)
+    assert f.mode == "stream" and f.tokens == 5
+    assert f.elapsed_seconds == pytest.approx(0.08)
+    assert f.tokens_per_second == pytest.approx(5 / 0.08)
     r.stream = False
-    assert legacy_fields(r)["elapsed_seconds"] == pytest.approx(0.181)
+    assert legacy_fields(r).elapsed_seconds == pytest.approx(0.181)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from tpsload.analysis.stats import PerRequest
+from tpsload.analysis.stats import PerRequest, Summary
 from tpsload.errors import TpsloadError
 
 TIME_METRICS = ("ttft", "itl", "icl", "tpot", "e2e_latency", "ttft_sched", "e2e_latency_sched")
@@ -95,26 +95,50 @@ def _stat(values: np.ndarray, stat: str) -> float | None:
     return float(np.percentile(values, float(stat[1:].replace("_", "."))))
 
 
-def evaluate(slos: Sequence[SLO], pr: PerRequest, summary: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Objective:
+    """One objective's verdict: the measured value, and whether it met the threshold."""
+
+    slo: str  # as the user wrote it
+    metric: str  # the summary key it reads
+    stat: str | None
+    op: str
+    threshold: float
+    value: float | None
+    met: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The `slo` object of the result JSON; goodput is also the summary's."""
+
+    objectives: list[Objective]
+    all_met: bool
+    good_requests: int
+    goodput: float | None
+    goodput_tokens: float | None
+
+
+def evaluate(slos: Sequence[SLO], pr: PerRequest, summary: Summary) -> Verdict:
     """Each objective met or missed with its measured value; goodput over the per-request ones."""
     verdicts = []
     per_request = [s for s in slos if s.stat and s.metric not in ("itl", "icl")]
     for s in slos:
         if s.stat is None:
-            value = summary.get(s.metric)
+            value = getattr(summary, s.metric)  # one of RUN_METRICS, all summary fields
         elif s.metric in ("itl", "icl"):
             value = _stat(getattr(pr, f"{s.metric}_ms"), s.stat)
         else:
             value = _stat(pr.column(s.key), s.stat)
-        verdicts.append({"slo": s.text, "metric": s.key, "stat": s.stat, "op": s.op, "threshold": s.threshold,
-                         "value": value, "met": value is not None and s.ok(value)})
+        verdicts.append(Objective(slo=s.text, metric=s.key, stat=s.stat, op=s.op, threshold=s.threshold,
+                                  value=value, met=value is not None and s.ok(value)))
     # goodput: a request counts when it meets every per-request objective (a missing metric is a miss)
     good = [row for row in pr.rows if all(s.key in row and s.ok(row[s.key]) for s in per_request)]
-    duration = summary.get("duration_s") or 0
-    return {
-        "objectives": verdicts,
-        "all_met": all(v["met"] for v in verdicts),
-        "good_requests": len(good),
-        "goodput": len(good) / duration if duration else None,
-        "goodput_tokens": sum(row["output_tokens"] for row in good) / duration if duration else None,
-    }
+    duration = summary.duration_s or 0
+    return Verdict(
+        objectives=verdicts,
+        all_met=all(v.met for v in verdicts),
+        good_requests=len(good),
+        goodput=len(good) / duration if duration else None,
+        goodput_tokens=sum(row["output_tokens"] for row in good) / duration if duration else None,
+    )

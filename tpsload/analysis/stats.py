@@ -7,31 +7,41 @@ in `per_request()`.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence, TypedDict
 
 import numpy as np
 
-from tpsload.records import RequestRecord
+from tpsload.records import INLINE, OPTIONAL, ErrorClass, RequestRecord, TokenSource
 
 _Q = (50, 90, 95, 99, 99.9)
-_QNAMES = ("p50", "p90", "p95", "p99", "p99_9")
 NS = 1e9
 MS = 1e6
 
 
-def dist(values: Any) -> dict[str, float] | None:
+class Dist(TypedDict):
+    """A distribution as the result JSON writes it (METRICS.md): a plain object, read by key."""
+
+    n: int
+    mean: float
+    std: float
+    min: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    p99_9: float
+    max: float
+
+
+def dist(values: Any) -> Dist | None:
     """n, mean, std, min, p50..p99.9, max with linear interpolation; None when empty, never 0."""
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
         return None
-    q = np.percentile(a, _Q)
-    d: dict[str, float] = {"n": int(a.size), "mean": float(a.mean()), "std": float(a.std()),
-                           "min": float(a.min())}
-    for name, v in zip(_QNAMES, q, strict=True):
-        d[name] = float(v)
-    d["max"] = float(a.max())
-    return d
+    p50, p90, p95, p99, p99_9 = (float(v) for v in np.percentile(a, _Q))
+    return Dist(n=int(a.size), mean=float(a.mean()), std=float(a.std()), min=float(a.min()), p50=p50, p90=p90,
+                p95=p95, p99=p99, p99_9=p99_9, max=float(a.max()))
 
 
 REQUEST_METRICS = ("ttft_ms", "e2e_latency_ms", "tpot_ms", "decode_tps", "e2e_tps", "prefill_tps",
@@ -159,23 +169,79 @@ def load_shape(measured: Sequence[RequestRecord], target: int | None) -> tuple[f
     return conc, tokens * NS / window
 
 
-def schedule(measured: Sequence[RequestRecord], pr: PerRequest) -> dict[str, Any]:
-    """Open loop: how well the schedule was kept, and latencies from the scheduled time."""
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Open loop: how well the schedule was kept, and latencies from the scheduled send (which
+    include any wait for the client or the cap: no coordinated omission)."""
+
+    achieved_rate: float | None
+    send_lag_ms: Dist | None
+    ttft_sched_ms: Dist | None
+    e2e_latency_sched_ms: Dist | None
+
+
+def schedule(measured: Sequence[RequestRecord], pr: PerRequest) -> Schedule:
     sends = sorted(r.t_send for r in measured if r.t_send is not None)
     achieved = (len(sends) - 1) * NS / (sends[-1] - sends[0]) if len(sends) > 1 and sends[-1] > sends[0] else None
-    return {
-        "achieved_rate": achieved,
-        "send_lag_ms": dist([(r.t_send - r.t_sched) / MS for r in measured
-                             if r.t_send is not None and r.t_sched is not None]),
-        # from the scheduled send: includes any wait for the client or the cap (no coordinated omission)
-        "ttft_sched_ms": dist(pr.column("ttft_sched_ms")),
-        "e2e_latency_sched_ms": dist(pr.column("e2e_latency_sched_ms")),
-    }
+    return Schedule(
+        achieved_rate=achieved,
+        send_lag_ms=dist([(r.t_send - r.t_sched) / MS for r in measured
+                          if r.t_send is not None and r.t_sched is not None]),
+        ttft_sched_ms=dist(pr.column("ttft_sched_ms")),
+        e2e_latency_sched_ms=dist(pr.column("e2e_latency_sched_ms")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SourceDiff:
+    """Where two token counts exist for a request: how far the other is from the chosen one."""
+
+    n: int
+    mean: float
+    max_abs: int
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The `summary` object of the result JSON (METRICS.md); its field names are the JSON keys."""
+
+    requests_ok: int
+    requests_failed: int
+    requests_cancelled: int
+    requests_retried: int
+    duration_s: float
+    output_throughput: float | None
+    total_token_throughput: float | None
+    request_throughput: float | None
+    steady_output_throughput: float | None
+    concurrency_achieved: float | None
+    error_rate: float | None
+    output_tokens_total: int
+    prompt_tokens_total: int
+    ttft_ms: Dist | None
+    itl_ms: Dist | None
+    icl_ms: Dist | None
+    tpot_ms: Dist | None
+    e2e_latency_ms: Dist | None
+    decode_tps: Dist | None
+    e2e_tps: Dist | None
+    prefill_tps: Dist | None
+    output_tokens: Dist | None
+    prompt_tokens: Dist | None
+    cached_tokens: Dist | None
+    token_sources: dict[TokenSource, int]
+    token_source_diff: dict[str, SourceDiff]
+    server_predicted_tps: Dist | None
+    schedule: Schedule | None = field(default=None, metadata=INLINE)  # open loop only
+    # requests/s (and their tokens/s) that met every per-request SLO: all of them without SLOs
+    goodput: float | None = None
+    goodput_tokens: float | None = None
+    offered_rate: float | None = field(default=None, metadata=OPTIONAL)  # open loop only: --rate
 
 
 def summarize(records: Sequence[RequestRecord], concurrency: int, open_loop: bool = False,
-              pr: PerRequest | None = None) -> dict[str, Any]:
-    """The `summary` object of the result JSON."""
+              pr: PerRequest | None = None) -> Summary:
+    """The summary of a run's records; goodput is the SLO verdict's to fill in (app.result)."""
     measured = [r for r in records if not r.warmup]
     ok = [r for r in measured if r.ok]
     failed = [r for r in measured if r.failed]
@@ -191,42 +257,40 @@ def summarize(records: Sequence[RequestRecord], concurrency: int, open_loop: boo
     def rate(x: float) -> float | None:
         return x / duration if duration > 0 else None
 
-    by_class = Counter(r.error_class for r in measured if r.error_class)
-    extra = schedule(measured, pr) if open_loop else {}
-    return {
-        "requests_ok": len(ok),
-        "requests_failed": len(failed),
-        "requests_cancelled": by_class.get("cancelled", 0),
-        "requests_retried": sum(1 for r in measured if r.retries),
-        "duration_s": duration,
-        "output_throughput": rate(out_tokens),
-        "total_token_throughput": rate(out_tokens + prompt_tokens),
-        "request_throughput": rate(len(ok)),
-        "steady_output_throughput": steady,
-        "concurrency_achieved": conc,
-        "error_rate": len(failed) / (len(ok) + len(failed)) if (ok or failed) else None,
-        "output_tokens_total": out_tokens,
-        "prompt_tokens_total": prompt_tokens,
-        "ttft_ms": dist(pr.column("ttft_ms")),
-        "itl_ms": dist(pr.itl_ms),
-        "icl_ms": dist(pr.icl_ms),
-        "tpot_ms": dist(pr.column("tpot_ms")),
-        "e2e_latency_ms": dist(pr.column("e2e_latency_ms")),
-        "decode_tps": dist(pr.column("decode_tps")),
-        "e2e_tps": dist(pr.column("e2e_tps")),
-        "prefill_tps": dist(pr.column("prefill_tps")),
-        "output_tokens": dist([r.output_tokens for r in ok if r.output_tokens is not None]),
-        "prompt_tokens": dist([r.prompt_tokens for r in ok if r.prompt_tokens is not None]),
-        "cached_tokens": dist([r.cached_tokens for r in ok if r.cached_tokens is not None]),
-        "token_sources": dict(Counter(r.token_source for r in ok if r.token_source)),
-        "token_source_diff": token_source_diff(ok),
-        "server_predicted_tps": dist([r.server_timings["predicted_per_second"] for r in ok
-                                      if r.server_timings and r.server_timings.get("predicted_per_second")]),
-        **extra,
-    }
+    return Summary(
+        requests_ok=len(ok),
+        requests_failed=len(failed),
+        requests_cancelled=sum(1 for r in measured if r.error_class == ErrorClass.CANCELLED),
+        requests_retried=sum(1 for r in measured if r.retries),
+        duration_s=duration,
+        output_throughput=rate(out_tokens),
+        total_token_throughput=rate(out_tokens + prompt_tokens),
+        request_throughput=rate(len(ok)),
+        steady_output_throughput=steady,
+        concurrency_achieved=conc,
+        error_rate=len(failed) / (len(ok) + len(failed)) if (ok or failed) else None,
+        output_tokens_total=out_tokens,
+        prompt_tokens_total=prompt_tokens,
+        ttft_ms=dist(pr.column("ttft_ms")),
+        itl_ms=dist(pr.itl_ms),
+        icl_ms=dist(pr.icl_ms),
+        tpot_ms=dist(pr.column("tpot_ms")),
+        e2e_latency_ms=dist(pr.column("e2e_latency_ms")),
+        decode_tps=dist(pr.column("decode_tps")),
+        e2e_tps=dist(pr.column("e2e_tps")),
+        prefill_tps=dist(pr.column("prefill_tps")),
+        output_tokens=dist([r.output_tokens for r in ok if r.output_tokens is not None]),
+        prompt_tokens=dist([r.prompt_tokens for r in ok if r.prompt_tokens is not None]),
+        cached_tokens=dist([r.cached_tokens for r in ok if r.cached_tokens is not None]),
+        token_sources=dict(Counter(r.token_source for r in ok if r.token_source)),
+        token_source_diff=token_source_diff(ok),
+        server_predicted_tps=dist([r.server_timings["predicted_per_second"] for r in ok
+                                   if r.server_timings and r.server_timings.get("predicted_per_second")]),
+        schedule=schedule(measured, pr) if open_loop else None,
+    )
 
 
-def token_source_diff(ok: Sequence[RequestRecord]) -> dict[str, Any]:
+def token_source_diff(ok: Sequence[RequestRecord]) -> dict[str, SourceDiff]:
     """Where two token sources exist, how far apart they are (other − chosen)."""
     diffs: dict[str, list[int]] = {}
     for r in ok:
@@ -235,30 +299,44 @@ def token_source_diff(ok: Sequence[RequestRecord]) -> dict[str, Any]:
         for src, n in r.token_counts.items():
             if src != r.token_source:
                 diffs.setdefault(f"{src}_vs_{r.token_source}", []).append(n - r.output_tokens)
-    return {k: {"n": len(v), "mean": float(np.mean(v)), "max_abs": int(np.max(np.abs(v)))}
+    return {k: SourceDiff(n=len(v), mean=float(np.mean(v)), max_abs=int(np.max(np.abs(v))))
             for k, v in diffs.items()}
 
 
-def errors(records: Sequence[RequestRecord]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Errors:
+    """Measured requests that did not succeed, by class, with the first message of each class."""
+
+    by_class: dict[ErrorClass, int]
+    examples: dict[ErrorClass, str]
+
+
+def errors(records: Sequence[RequestRecord]) -> Errors:
     measured = [r for r in records if not r.warmup]
     by_class = Counter(r.error_class for r in measured if r.error_class)
-    examples: dict[str, str] = {}
+    examples: dict[ErrorClass, str] = {}
     for r in measured:
         if r.error_class and r.error_class not in examples:
             examples[r.error_class] = r.error or ""
-    return {"by_class": dict(by_class), "examples": examples}
+    return Errors(by_class=dict(by_class), examples=examples)
 
 
-def legacy_fields(r: RequestRecord) -> dict[str, Any]:
-    """The original benchmark.py's output fields for a one-request run (METRICS.md)."""
+@dataclass(frozen=True, slots=True)
+class Legacy:
+    """The original benchmark.py's output fields, kept at the top level of a one-request run."""
+
+    mode: str  # "stream" or "non-stream"
+    tokens: int
+    elapsed_seconds: float | None
+    tokens_per_second: float | None
+
+
+def legacy_fields(r: RequestRecord) -> Legacy:
+    """The original script's numbers for one request (METRICS.md)."""
     tokens = r.output_tokens or 0
     if r.stream:
         elapsed = (r.t_last - r.t_first) / NS if r.t_first is not None and r.t_last is not None else None
     else:
         elapsed = (r.t_end - r.t_send) / NS if r.t_end is not None else None
-    return {
-        "mode": "stream" if r.stream else "non-stream",
-        "tokens": tokens,
-        "elapsed_seconds": elapsed,
-        "tokens_per_second": tokens / elapsed if elapsed else None,
-    }
+    return Legacy(mode="stream" if r.stream else "non-stream", tokens=tokens, elapsed_seconds=elapsed,
+                  tokens_per_second=tokens / elapsed if elapsed else None)

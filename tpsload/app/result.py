@@ -1,21 +1,40 @@
-"""Assemble the result JSON (METRICS.md "The result JSON") from a finished or stopped run."""
+"""The result of a finished or stopped run (METRICS.md "The result JSON"), typed, built in one place.
+
+`run_result` builds the typed `RunResult`; render.json writes it, keys and values as
+METRICS.md names them. `build_result` hands on that JSON form, which is also what a
+result read back from a file is (compare, report and sweep --resume read those).
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
 import platform
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from tpsload import __version__
-from tpsload.analysis import slo
+from tpsload.analysis import slo, stats
 from tpsload.analysis.health import verdict
-from tpsload.analysis.stats import errors, legacy_fields, per_request, summarize
+from tpsload.analysis.stats import Dist, Summary
 from tpsload.config import RunConfig
 from tpsload.core.runner import RunState
+from tpsload.records import INLINE, OPTIONAL, ErrorClass, RequestRecord
+from tpsload.render import json as export_json
 
 
-def client_host() -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ClientHost:
+    """The machine tpsload ran on."""
+
+    hostname: str
+    cpu: str
+    cores: int | None
+    os: str
+    python: str
+
+
+def client_host() -> ClientHost:
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as fh:
@@ -25,83 +44,185 @@ def client_host() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    return {"hostname": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
-            "python": platform.python_version()}
+    return ClientHost(hostname=platform.node(), cpu=cpu, cores=os.cpu_count(), os=platform.platform(),
+                      python=platform.python_version())
 
 
-SAMPLE_COLUMNS = ("ttft_ms", "tpot_ms", "e2e_latency_ms", "decode_tps", "output_tokens")
+@dataclass(frozen=True, slots=True)
+class ClientHealth:
+    """Whether the client limited the run (analysis.health's verdict; per worker with --workers)."""
+
+    loop_lag_ms: Dist | None
+    send_lag_ms: Dist | None
+    late_send_share: float | None
+    cpu_s: float
+    cpu_share: float
+    client_bound: bool
+    reasons: list[str]
+    workers: list[dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)  # each worker's own health
 
 
-def samples(pr: Any, summary: dict[str, Any]) -> dict[str, Any]:
-    """Per-request values of the key metrics (successful requests, rounded): what `compare`
-    resamples for its confidence intervals. A missing value is null."""
-    cols: dict[str, Any] = {c: [None if c not in row else round(row[c], 4) for row in pr.rows]
-                            for c in SAMPLE_COLUMNS}
-    cols["duration_s"] = summary["duration_s"]
-    return cols
+def client_health(state: RunState) -> ClientHealth:
+    send_lags = [(r.t_send - r.t_sched) / 1e6 for r in state.records
+                 if not r.warmup and r.t_send is not None and r.t_sched is not None]
+    health = ClientHealth(**verdict(state.lags.lags_ms, send_lags, state.cpu_s, state.wall_s))
+    if not state.workers:
+        return health
+    # several processes: CPU is judged per worker (each has its own core), the rest pooled
+    return replace(health, cpu_share=state.cpu_s / state.wall_s if state.wall_s else 0.0,
+                   reasons=[f"worker {w['pid']}: {why}" for w in state.workers for why in w["reasons"]],
+                   client_bound=any(w["client_bound"] for w in state.workers), workers=state.workers)
 
 
-def accounting(measured: list[Any]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Samples:
+    """Per-request values of the key metrics (successful requests, rounded; null where a
+    request has none): what `compare` resamples for its confidence intervals."""
+
+    ttft_ms: list[float | None]
+    tpot_ms: list[float | None]
+    e2e_latency_ms: list[float | None]
+    decode_tps: list[float | None]
+    output_tokens: list[float | None]
+    duration_s: float
+
+
+SAMPLE_COLUMNS = tuple(f.name for f in fields(Samples) if f.name != "duration_s")
+
+
+def samples(pr: stats.PerRequest, summary: Summary) -> Samples:
+    cols = {c: [None if c not in row else round(row[c], 4) for row in pr.rows] for c in SAMPLE_COLUMNS}
+    return Samples(**cols, duration_s=summary.duration_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Accounting:
     """Every started request must be ok, failed (by class) or cancelled (issue #5's invariant)."""
+
+    started: int
+    ok: int
+    failed: int
+    cancelled: int
+    unaccounted: int
+    balanced: bool
+
+
+def accounting(measured: list[RequestRecord]) -> Accounting:
     ok = sum(1 for r in measured if r.ok)
     failed = sum(1 for r in measured if r.failed)
-    cancelled = sum(1 for r in measured if r.error_class == "cancelled")
+    cancelled = sum(1 for r in measured if r.error_class == ErrorClass.CANCELLED)
     unaccounted = len(measured) - ok - failed - cancelled
-    return {"started": len(measured), "ok": ok, "failed": failed, "cancelled": cancelled,
-            "unaccounted": unaccounted, "balanced": unaccounted == 0}
+    return Accounting(started=len(measured), ok=ok, failed=failed, cancelled=cancelled, unaccounted=unaccounted,
+                      balanced=unaccounted == 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Record times are relative to t0 on this clock (CLOCK_MONOTONIC on Linux: machine-wide)."""
+
+    source: str
+    t0_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """With --ray: the machines that ran the load, and how they were reached."""
+
+    nodes: list[dict[str, Any]]
+    backend: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """One per-run number across repetitions."""
+
+    n: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    cv: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """The result of a run (METRICS.md "The result JSON"): built once here, written by render.json.
+
+    `config`, `workload` and `server` are the descriptions their own modules give (plain JSON
+    objects); `repeats` holds each repetition's own sections as they were written."""
+
+    tpsload_version: str
+    label: str | None
+    tags: dict[str, str]
+    partial: bool
+    stop_reason: str | None
+    started_at: str
+    config: dict[str, Any]
+    workload: dict[str, Any]
+    server: dict[str, Any]
+    client: ClientHost
+    summary: Summary
+    client_health: ClientHealth
+    samples: Samples
+    slo: slo.Verdict | None  # None without --slo
+    cluster: Cluster | None = field(metadata=INLINE)
+    errors: stats.Errors
+    warnings: list[str]
+    requests_started: int
+    accounting: Accounting
+    clock: Clock
+    warmup_requests: int
+    legacy: stats.Legacy | None = field(metadata=INLINE)  # a one-request run: the original script's fields
+    model: str | None
+    repeat_spread: dict[str, Spread] | None = field(default=None, metadata=OPTIONAL)  # with --repeat
+    repeats: list[dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)
+
+
+def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server: dict[str, Any],
+               started_at: _dt.datetime, warnings: list[str], model: str | None = None) -> RunResult:
+    """The typed result of a finished or stopped run."""
+    records = state.records
+    measured = [r for r in records if not r.warmup]
+    pr = stats.per_request([r for r in measured if r.ok])
+    summary = stats.summarize(records, cfg.load.concurrency, open_loop=bool(cfg.load.rate), pr=pr)
+    verdict_slo = slo.evaluate(cfg.report.slos, pr, summary)
+    summary = replace(summary, goodput=verdict_slo.goodput, goodput_tokens=verdict_slo.goodput_tokens,
+                      offered_rate=cfg.load.rate or None)
+    acct = accounting(measured)
+    if not acct.balanced:
+        warnings = [*warnings, f"ACCOUNTING MISMATCH: {acct.unaccounted} started requests are neither ok, failed "
+                    "nor cancelled; this is a tpsload bug, please report it with --records"]
+    return RunResult(
+        tpsload_version=__version__,
+        label=cfg.report.label,
+        tags=dict(cfg.report.tags),
+        partial=state.partial,
+        stop_reason=state.stop_reason,
+        started_at=started_at.isoformat(timespec="seconds"),
+        config=cfg.public(),
+        workload=workload,
+        server=server,
+        client=client_host(),
+        summary=summary,
+        client_health=client_health(state),
+        samples=samples(pr, summary),
+        slo=verdict_slo if cfg.report.slos else None,
+        cluster=Cluster(nodes=state.nodes, backend=state.backend) if state.backend else None,
+        errors=stats.errors(records),
+        warnings=warnings,
+        requests_started=len(measured),
+        accounting=acct,
+        clock=Clock(source="time.perf_counter_ns", t0_ns=state.t0),
+        warmup_requests=len(records) - len(measured),
+        legacy=stats.legacy_fields(measured[0]) if cfg.load.single and len(measured) == 1 else None,
+        model=model,
+    )
 
 
 def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server: dict[str, Any],
-                 started_at: _dt.datetime, warnings: list[str]) -> dict[str, Any]:
-    records = state.records
-    send_lags = [(r.t_send - r.t_sched) / 1e6 for r in records
-                 if not r.warmup and r.t_send is not None and r.t_sched is not None]
-    health = verdict(state.lags.lags_ms, send_lags, state.cpu_s, state.wall_s)
-    if state.workers:
-        # several processes: CPU is judged per worker (each has its own core), the rest pooled
-        health["cpu_share"] = state.cpu_s / state.wall_s if state.wall_s else 0.0
-        health["reasons"] = [f"worker {w['pid']}: {why}" for w in state.workers for why in w["reasons"]]
-        health["client_bound"] = any(w["client_bound"] for w in state.workers)
-        health["workers"] = state.workers
-    measured = [r for r in records if not r.warmup]
-    pr = per_request([r for r in measured if r.ok])
-    summary = summarize(records, cfg.load.concurrency, open_loop=bool(cfg.load.rate), pr=pr)
-    verdict_slo = slo.evaluate(cfg.report.slos, pr, summary)
-    summary["goodput"] = verdict_slo["goodput"]
-    summary["goodput_tokens"] = verdict_slo["goodput_tokens"]
-    if cfg.load.rate:
-        summary["offered_rate"] = cfg.load.rate
-    acct = accounting(measured)
-    if not acct["balanced"]:
-        warnings = [*warnings, f"ACCOUNTING MISMATCH: {acct['unaccounted']} started requests are neither ok, failed "
-                    "nor cancelled; this is a tpsload bug, please report it with --records"]
-    result: dict[str, Any] = {
-        "tpsload_version": __version__,
-        "label": cfg.report.label,
-        "tags": dict(cfg.report.tags),
-        "partial": state.partial,
-        "stop_reason": state.stop_reason,
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "config": cfg.public(),
-        "workload": workload,
-        "server": server,
-        "client": client_host(),
-        "summary": summary,
-        "client_health": health,
-        "samples": samples(pr, summary),
-        "slo": verdict_slo if cfg.report.slos else None,
-        **({"nodes": state.nodes, "backend": state.backend} if state.backend else {}),
-        "errors": errors(records),
-        "warnings": warnings,
-        "requests_started": len(measured),
-        "accounting": acct,
-        # record times are relative to t0 on this clock (CLOCK_MONOTONIC on Linux: machine-wide)
-        "clock": {"source": "time.perf_counter_ns", "t0_ns": state.t0},
-        "warmup_requests": len(records) - len(measured),
-    }
-    if cfg.load.single and len(measured) == 1:
-        result.update(legacy_fields(measured[0]))
-    return result
+                 started_at: _dt.datetime, warnings: list[str], model: str | None = None) -> dict[str, Any]:
+    """The result JSON of a run, as the plain object that is written and read back."""
+    return export_json.plain(run_result(cfg, state, workload, server, started_at, warnings, model))
 
 
 # scalars that are a property of one run: across repetitions, their mean (and spread) is reported
@@ -128,23 +249,34 @@ def combine_repeats(cfg: RunConfig, reps: list[tuple[dict[str, Any], RunState]],
             pooled.stop_reason, pooled.signal = st.stop_reason, st.signal
     pooled.t0 = min(st.t0 for _, st in reps)
     first = reps[0][0]
-    result = build_result(cfg, pooled, first["workload"], first["server"], started_at, first["warnings"])
-    result["model"] = first.get("model")
-    s = result["summary"]
-    s["duration_s"] = sum(r["summary"]["duration_s"] for r, _ in reps)
+    result = run_result(cfg, pooled, first["workload"], first["server"], started_at, first["warnings"],
+                        first.get("model"))
+    means: dict[str, float] = {}
     spread = {}
     for key in PER_RUN:
         vals = [r["summary"].get(key) for r, _ in reps]
         if all(isinstance(v, (int, float)) for v in vals) and vals:
             a = np.asarray(vals, dtype=np.float64)
-            s[key] = float(a.mean())
-            spread[key] = {"n": len(a), "mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
-                           "min": float(a.min()), "max": float(a.max()),
-                           "cv": float(a.std(ddof=1) / a.mean()) if len(a) > 1 and a.mean() else 0.0}
-    result["repeat_spread"] = spread
-    result["repeats"] = [{"summary": r["summary"], "client_health": r["client_health"], "partial": r["partial"],
-                          "started_at": r["started_at"]} for r, _ in reps]
-    return result, pooled
+            means[key] = float(a.mean())
+            spread[key] = Spread(n=len(a), mean=float(a.mean()), std=float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+                                 min=float(a.min()), max=float(a.max()),
+                                 cv=float(a.std(ddof=1) / a.mean()) if len(a) > 1 and a.mean() else 0.0)
+    summary = _with(result.summary, duration_s=sum(r["summary"]["duration_s"] for r, _ in reps), **means)
+    result = replace(result, summary=summary, repeat_spread=spread,
+                     repeats=[{"summary": r["summary"], "client_health": r["client_health"], "partial": r["partial"],
+                               "started_at": r["started_at"]} for r, _ in reps])
+    return export_json.plain(result), pooled
+
+
+_SCHEDULE = {f.name for f in fields(stats.Schedule)}
+
+
+def _with(summary: Summary, **values: Any) -> Summary:
+    """The summary with some numbers replaced, wherever in it they live."""
+    sched = {k: values.pop(k) for k in list(values) if k in _SCHEDULE}
+    if sched and summary.schedule is not None:
+        summary = replace(summary, schedule=replace(summary.schedule, **sched))
+    return replace(summary, **values)
 
 
 REPEAT_INDEX_STEP = 1_000_000

@@ -1,28 +1,55 @@
-"""The full result as JSON."""
+"""The full result as JSON: the one place a typed result becomes the JSON of METRICS.md."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import sys
 import tempfile
+from enum import Enum
 from typing import Any
 
+from tpsload.records import INLINE, OPTIONAL
 
-def _clean(o: Any) -> Any:
-    # NaN/inf are not JSON; a number that does not exist is null (METRICS.md)
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
+
+def plain(o: Any) -> Any:
+    """A result (dataclasses, enums, dicts, lists, numbers) as plain JSON values.
+
+    A dataclass becomes an object keyed by its field names, in field order; a field marked
+    `records.OPTIONAL` is left out while None, one marked `records.INLINE` writes its
+    dataclass's keys into the parent. Enums become their values; NaN and inf, which JSON
+    has not, become null (a number that does not exist, METRICS.md)."""
+    t = type(o)
+    if t is float:  # first: a result is mostly numbers (its samples)
+        return o if math.isfinite(o) else None
+    if t is str or t is int or t is bool or o is None:
+        return o
+    if isinstance(o, Enum):
+        return o.value
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(o):
+            v = getattr(o, f.name)
+            how = f.metadata.get("json")
+            if how == INLINE["json"]:
+                if v is not None:
+                    out.update(plain(v))
+            elif how != OPTIONAL["json"] or v is not None:
+                out[f.name] = plain(v)
+        return out
     if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
+        return {plain(k): plain(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
+        return [plain(v) for v in o]
     return o
 
 
-def dumps(result: dict[str, Any]) -> str:
-    return json.dumps(_clean(result), indent=2, allow_nan=False)
+def dumps(result: Any) -> str:
+    return json.dumps(plain(result), indent=2, allow_nan=False)
 
 
 def write_text(path: str, text: str) -> None:
@@ -46,5 +73,5 @@ def write_text(path: str, text: str) -> None:
         raise
 
 
-def write(result: dict[str, Any], path: str) -> None:
+def write(result: Any, path: str) -> None:
     write_text(path, dumps(result) + "\n")
