@@ -240,8 +240,9 @@ def test_sweep_repetitions_get_prompts_of_their_own(mock_server, monkeypatch, tm
 
     monkeypatch.setattr(prepare, "build", build)
     out = tmp_path / "s.json"
-    cli.main(["sweep", "--base-url", m.base_url, "-c", "1,2,3", "--repeat", "3", "-n", "3", "--input-tokens", "12",
-              "--max-tokens", "2", "--no-early-stop", "--json", str(out), "-q"], standalone_mode=False)
+    code = cli.main(["sweep", "--base-url", m.base_url, "-c", "1,2,3", "--repeat", "3", "-n", "3", "--input-tokens",
+                     "12", "--max-tokens", "2", "--no-early-stop", "--json", str(out), "-q"], standalone_mode=False)
+    assert code == 0
     assert [c for c, _, _ in built] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert len({seed for _, seed, _ in built}) == 9
     prompts = [p for _, _, ps in built for p in ps]
