@@ -1,8 +1,11 @@
 """Open loop, SLOs and sweeps against a mock whose knee is known: 4 slots, 10 % slower per busy slot."""
 
+import collections
 import csv
 import json
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +18,7 @@ from tpsload.analysis import slo
 from tpsload.analysis.sweep import parse_levels
 from tpsload.core.scheduler import arrival_offsets
 from tpsload.errors import TpsloadError
+from tpsload.workload import seeds
 
 KNEE = dict(ttft_ms=20, itl_ms=10, slots=4, slowdown=0.1)
 SLOS = ("--slo", "ttft_p99<=100ms", "--slo", "tpot_p50<=12ms", "--slo", "error_rate<=1%")
@@ -133,6 +137,17 @@ def test_sweep_finds_the_known_knee_and_frontier(mock_server, tmp_path):
     assert list(line.get_ydata()) == [lv["summary"]["output_throughput"] for lv in sweep["levels"]]
     ttft_p99 = figs["latency"].axes[0].lines[1].get_ydata()
     assert list(ttft_p99) == [lv["summary"]["ttft_ms"]["p99"] for lv in sweep["levels"]]
+    # one sweep table: the Markdown report prints the console's rows, cell for cell
+    console_rows = [[c.strip() for c in line.split("│")] for line in p.stdout.splitlines() if "│" in line]
+    md = tpsload("report", str(out), "--format", "markdown", "-o", "-", check=0).stdout.splitlines()
+    top = next(i for i, line in enumerate(md) if line.startswith("| concurrency |"))
+    md_rows = [[c.strip() for c in line.strip("|").split("|")] for line in md[top + 2:] if line.startswith("|")]
+    assert len(console_rows) == 5 and md_rows == console_rows
+    assert console_rows[2][0] == "4" and console_rows[2][-1] == "missed" and console_rows[1][-1] == "met"
+    # the HTML report draws the PNG's charts: 4 panels, each line through the 5 levels
+    html = tpsload("report", str(out), "-o", "-", check=0).stdout
+    assert html.count("<svg") == 4 and html.count("<polyline") == 8
+    assert all(poly.split('"/>')[0].count(",") == 5 for poly in html.split('points="')[1:])
 
 
 def test_sweep_stops_early_when_flat_and_missing_slos(mock_server, tmp_path):
@@ -196,3 +211,96 @@ def test_plots_without_matplotlib_give_a_hint(mock_server, tmp_path):
     assert p.returncode == 0, p.stderr
     assert "pip install 'tpsload[plot]'" in p.stdout
     assert len(load_json(out)["levels"]) == 2 and not (tmp_path / "plots").exists()
+
+
+def test_seeds_never_collide():
+    pairs = [(level, rep) for level in (None, 1, 2, 3, 4, 0.5, 1.5, 8, 16, 32, 64) for rep in range(10)]
+    for seed in (0, 1, 100_003):
+        derived = [seeds.derive(seed, level, rep) for level, rep in pairs]
+        assert len(set(derived)) == len(pairs)
+        assert seeds.derive(seed) == seed  # `run --seed S` keeps S
+    # nor across neighbouring --seed values (a step-based scheme lands on a neighbour's seed)
+    assert not {seeds.derive(0, 2, 1)} & {seeds.derive(s, lv, r) for s in range(1, 50) for lv, r in pairs}
+
+
+def test_sweep_repetitions_get_prompts_of_their_own(mock_server, monkeypatch, tmp_path):
+    """Every (level, repetition) of `sweep --repeat` sends its own prompts: none finds another's in a
+    prompt cache. Captured from the real sweep against the mock, at the point the prompts are built."""
+    from tpsload.cli import cli
+    from tpsload.workload import prepare
+
+    m = mock_server(ttft_ms=1, itl_ms=1)
+    built = []
+    real_build = prepare.build
+
+    async def build(cfg, *args, **kwargs):
+        w = await real_build(cfg, *args, **kwargs)
+        built.append((cfg.load.concurrency, cfg.workload.seed, [item.prompt for item in w.items]))
+        return w
+
+    monkeypatch.setattr(prepare, "build", build)
+    out = tmp_path / "s.json"
+    code = cli.main(["sweep", "--base-url", m.base_url, "-c", "1,2,3", "--repeat", "3", "-n", "3", "--input-tokens",
+                     "12", "--max-tokens", "2", "--no-early-stop", "--json", str(out), "-q"], standalone_mode=False)
+    assert code == 0
+    assert [c for c, _, _ in built] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert len({seed for _, seed, _ in built}) == 9
+    prompts = [p for _, _, ps in built for p in ps]
+    assert len(prompts) == 27 and len(set(prompts)) == 27
+    assert [lv["summary"]["requests_ok"] for lv in load_json(out)["levels"]] == [9, 9, 9]
+
+
+def dead_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sweep_exit_codes(mock_server, tmp_path):
+    out = tmp_path / "s.json"
+    base = ["-n", "4", "--max-tokens", "4", "--json", str(out), "-q"]
+    # every request fails: exit 1, the sweep stops at that level and says why
+    failing = mock_server(ttft_ms=1, itl_ms=1, fault=["http_500"])
+    p = tpsload("sweep", "--base-url", failing.base_url, "-c", "1,2,4", *base, check=1)
+    sweep = load_json(out)
+    assert [lv["concurrency"] for lv in sweep["levels"]] == [1] and sweep["partial"] is True
+    assert "concurrency 1 failed: every request failed (http_5xx 4); higher levels not run" in sweep["stop_reason"]
+    assert sweep["stop_reason"] in p.stderr and sweep["saturation"] is None
+    # a level that stops early (--max-errors) fails the sweep too, after the levels before it
+    flaky = mock_server(ttft_ms=1, itl_ms=1, fault=["http_500:every=3"])
+    p = tpsload("sweep", "--base-url", flaky.base_url, "-c", "1,2", "-n", "12", "--max-tokens", "4",
+                "--max-errors", "2", "--json", str(out), "-q", check=1)
+    sweep = load_json(out)
+    assert "concurrency 1 failed: stopped early: " in sweep["stop_reason"] and "--max-errors 2" in p.stderr
+    # the error rate above --max-error-rate, in a level too short for the runner to judge it
+    quarter = mock_server(ttft_ms=1, itl_ms=1, fault=["http_500:every=4"])
+    p = tpsload("sweep", "--base-url", quarter.base_url, "-c", "1", *base, "--max-error-rate", "10%", check=1)
+    assert re.search(r"concurrency 1 failed: error rate 2\d\.\d% is above --max-error-rate 10\.0%", p.stderr)
+    # unreachable server: exit 2 with the one-line reason, as `run`
+    p = tpsload("sweep", "--base-url", f"http://127.0.0.1:{dead_port()}/v1", "-c", "1,2", *base, check=2)
+    assert "cannot reach" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_resume_refuses_any_other_workload(tmp_path):
+    out, rec = tmp_path / "s.json", tmp_path / "r.jsonl"
+    args = ["sweep", "--mock", "--mock-ttft-ms", "2", "--mock-itl-ms", "1", "-c", "1,2", "-n", "3", "--max-tokens",
+            "4", "--json", str(out), "--records", str(rec), "-q"]
+    tpsload(*args, check=0)
+    first = load_json(out)
+    assert first["mock"] == {"ttft_ms": 2.0, "itl_ms": 1.0}
+    lines = [json.loads(line) for line in rec.read_text().splitlines()]
+    assert collections.Counter(r["level"] for r in lines) == {1: 3, 2: 3}
+    for extra, field in ((["--system", "be brief"], "system"), (["--extra-body", '{"top_k": 1}'], "extra_body"),
+                         (["--temperature", "0.5"], "temperature"), (["--endpoint", "completions"], "endpoint"),
+                         (["--no-cache-bust"], "cache_bust"), (["--seed", "7"], "seed"),
+                         (["-n", "4"], "requests"), (["--slo", "ttft_p99<=1s"], "slos"),
+                         (["--mock-itl-ms", "3"], "mock_itl_ms")):
+        p = tpsload(*args, *extra, "--resume", check=2)
+        assert f"was measured with {field}=" in p.stderr, (extra, p.stderr)
+    # the same workload resumes (a fresh mock on another port is the same target); nothing is run again
+    tpsload(*args, "-c", "1,2,4", "--resume", "--label", "more", check=0)
+    final = load_json(out)
+    assert [lv["concurrency"] for lv in final["levels"]] == [1, 2, 4]
+    assert [lv["started_at"] for lv in final["levels"][:2]] == [lv["started_at"] for lv in first["levels"]]
+    lines = [json.loads(line) for line in rec.read_text().splitlines()]
+    assert collections.Counter(r["level"] for r in lines) == {1: 3, 2: 3, 4: 3}

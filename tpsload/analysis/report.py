@@ -1,32 +1,27 @@
-"""Results -> the content of a shareable report (tables as rows of text). Pure.
+"""Results -> the content of a shareable report: tables as rows of text, charts as data. Pure.
 
-export/html.py and export/markdown.py render the same content, so the two formats
-never disagree.
+The console (render/console.py), Markdown and HTML print the same tables, and the SVG and PNG
+renderers draw the same charts, so no two formats disagree.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from tpsload.analysis import compare as cmp
-from tpsload.analysis.sweep import csv_row
+from tpsload.analysis.numbers import MISSING, fmt
+from tpsload.analysis.sweep import csv_row, finished
+from tpsload.analysis.sweep import name as sweep_name
 
 DISTS = (("TTFT", "ttft_ms", "ms"), ("ITL", "itl_ms", "ms"), ("TPOT", "tpot_ms", "ms"),
          ("E2E latency", "e2e_latency_ms", "ms"), ("Decode speed", "decode_tps", "tok/s"))
-LEVEL_COLUMNS = (("level", "level"), ("ok", "requests_ok"), ("failed", "requests_failed"),
-                 ("out tok/s", "output_throughput"), ("steady tok/s", "steady_output_throughput"),
-                 ("TTFT p50 ms", "ttft_p50_ms"), ("TTFT p99 ms", "ttft_p99_ms"), ("TPOT p50 ms", "tpot_p50_ms"),
-                 ("TPOT p99 ms", "tpot_p99_ms"), ("SLOs met", "slo_all_met"))
 
-
-def fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
-    return str(v)
+# The sweep table, one row per level: (header, csv_row field, decimals; None for counts)
+LEVEL_COLUMNS = (("ok", "requests_ok", None), ("failed", "requests_failed", None),
+                 ("out tok/s", "output_throughput", 0), ("steady tok/s", "steady_output_throughput", 0),
+                 ("TTFT p50 ms", "ttft_p50_ms", 1), ("TTFT p99 ms", "ttft_p99_ms", 1),
+                 ("TPOT p50 ms", "tpot_p50_ms", 1), ("TPOT p99 ms", "tpot_p99_ms", 1))
 
 
 def describe(r: dict[str, Any]) -> list[tuple[str, str]]:
@@ -49,7 +44,8 @@ def describe(r: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("workload", f"{w.get('source')}, {w.get('endpoint')} {mode}, "
                                   f"max_tokens {w.get('max_tokens')}{eos}"))
     if r.get("kind") == "sweep":
-        lines.append(("sweep", f"{r['key']} levels {', '.join(fmt(lv[r['key']]) for lv in r['levels'])}"))
+        key = r["key"]
+        lines.append(("sweep", f"{key} levels " + ", ".join(f"{lv[key]:g}" for lv in r["levels"])))
     else:
         load = f"rate {c.get('rate')}/s" if c.get("rate") else f"concurrency {c.get('concurrency')}"
         lines.append(("load", f"{load}, {(r.get('summary') or {}).get('requests_ok')} requests ok"))
@@ -82,8 +78,120 @@ def run_tables(r: dict[str, Any]) -> dict[str, Any]:
     return {"top": top, "dists": dists, "slo": slo, "health": health}
 
 
-def level_rows(sweep: dict[str, Any]) -> list[list[str]]:
-    return [[fmt(csv_row(lv, sweep["key"])[k]) for _, k in LEVEL_COLUMNS] for lv in sweep["levels"]]
+def level_table(sweep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The sweep table (header, rows): the level, its counts, throughput and latency, and whether it
+    met every SLO ('met', 'missed', or '–' without SLOs)."""
+    key = sweep["key"]
+    rows = []
+    for lv in sweep["levels"]:
+        r = csv_row(lv, key)
+        slo = MISSING if r["slo_all_met"] is None else ("met" if r["slo_all_met"] else "missed")
+        rows.append([f"{r['level']:g}" + (" (partial)" if r["partial"] else ""),
+                     *(fmt(r[field], digits) for _, field, digits in LEVEL_COLUMNS), slo])
+    return [key, *(h for h, _, _ in LEVEL_COLUMNS), "SLO"], rows
+
+
+def sweep_verdicts(sweep: dict[str, Any]) -> list[tuple[str, str]]:
+    """The sweep's conclusions in words: (label, text)."""
+    out = [(label, sweep[k]["text"]) for k, label in (("saturation", "Saturation"), ("slo_frontier", "SLO frontier"))
+           if sweep.get(k)]
+    if sweep.get("stop_reason"):
+        out.append(("Sweep", str(sweep["stop_reason"])))
+    return out
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A labelled place on a chart: a vertical line at x, or (with y) a circled point."""
+
+    label: str
+    x: float
+    color: str
+    y: float | None = None
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One chart's content, for any renderer: lines over shared x values, or (with `groups`) grouped bars."""
+
+    title: str
+    ylabel: str
+    series: tuple[tuple[str, tuple[float | None, ...]], ...]
+    xs: tuple[float, ...] = ()
+    xlabel: str = ""
+    groups: tuple[str, ...] = ()
+    marks: tuple[Mark, ...] = ()
+    point_labels: tuple[str, ...] = ()  # a label at each point (lines)
+    ticks_at_points: bool = True  # x labels at the points (levels), or evenly spaced (a measured x)
+    log2_x: bool = False
+
+    @property
+    def bars(self) -> bool:
+        return bool(self.groups)
+
+
+SATURATION_COLOR, FRONTIER_COLOR = "#d62728", "#2ca02c"
+
+
+def sweep_charts(sweep: dict[str, Any]) -> dict[str, list[Chart]]:
+    """A sweep's pictures, name -> panels: throughput against load; TTFT and TPOT (p50, p99) against
+    load; and the latency-throughput curve, with the saturation point and the SLO frontier marked."""
+    key = sweep["key"]
+    rows = [csv_row(lv, key) for lv in finished(sweep["levels"])]
+    xs = tuple(r["level"] for r in rows)
+    xlabel = "concurrency (requests in flight)" if key == "concurrency" else "offered rate (requests/s)"
+    sat = (sweep.get("saturation") or {}).get("level")
+    front = (sweep.get("slo_frontier") or {}).get("level")
+    at_level = tuple(Mark(f"{label} ({x:g})", x, color) for label, x, color in
+                     (("saturation", sat, SATURATION_COLOR), ("SLO frontier", front, FRONTIER_COLOR)) if x is not None)
+    doubling = len(xs) > 2 and min(xs) > 0 and max(xs) / min(xs) >= 8
+
+    def col(field: str) -> tuple[float | None, ...]:
+        return tuple(r[field] for r in rows)
+
+    def over_load(title: str, ylabel: str, series: tuple[tuple[str, tuple[float | None, ...]], ...]) -> Chart:
+        return Chart(title, ylabel, series, xs, xlabel, marks=at_level, log2_x=doubling)
+
+    tput = tuple(r["steady_output_throughput"] or r["output_throughput"] for r in rows)
+    e2e = col("e2e_latency_p99_ms")
+    points = tuple(Mark(label, t, color, y) for r, t, y in zip(rows, tput, e2e, strict=True) if y is not None
+                   for label, at, color in (("saturation", sat, SATURATION_COLOR),
+                                            ("SLO frontier", front, FRONTIER_COLOR)) if r["level"] == at)
+    return {
+        "throughput": [over_load("Aggregate output throughput", "tokens/s",
+                                 (("output throughput", col("output_throughput")),
+                                  ("steady-state throughput", col("steady_output_throughput"))))],
+        "latency": [over_load(title, "ms", (("p50", col(f"{m}_p50_ms")), ("p99", col(f"{m}_p99_ms"))))
+                    for m, title in (("ttft", "Time to first token"), ("tpot", "Time per output token"))],
+        "latency_throughput": [Chart("Latency against throughput", "ms",
+                                     (("e2e latency p99", e2e), ("TTFT p99", col("ttft_p99_ms"))), tput,
+                                     "throughput (tokens/s)", marks=points,
+                                     point_labels=tuple(f"{x:g}" for x in xs), ticks_at_points=False)],
+    }
+
+
+def run_charts(named: Sequence[tuple[str, dict[str, Any]]]) -> list[Chart]:
+    """Runs side by side: latency percentiles, time per output token, throughput (bars per run)."""
+    runs = [(n, r) for n, r in named if r.get("kind") != "sweep"]
+    if not runs:
+        return []
+
+    def pick(r: dict[str, Any], metric: str, q: str) -> float | None:
+        return (r["summary"].get(metric) or {}).get(q)
+
+    # TTFT and TPOT differ by orders of magnitude: two charts keep both readable
+    lat = (("TTFT p50", "ttft_ms", "p50"), ("TTFT p99", "ttft_ms", "p99"), ("E2E p50", "e2e_latency_ms", "p50"),
+           ("E2E p99", "e2e_latency_ms", "p99"))
+    tpot = (("TPOT p50", "tpot_ms", "p50"), ("TPOT p99", "tpot_ms", "p99"))
+    return [
+        Chart("Latency percentiles", "ms", tuple((n, tuple(pick(r, m, q) for _, m, q in lat)) for n, r in runs),
+              groups=tuple(g for g, _, _ in lat)),
+        Chart("Time per output token", "ms", tuple((n, tuple(pick(r, m, q) for _, m, q in tpot)) for n, r in runs),
+              groups=tuple(g for g, _, _ in tpot)),
+        Chart("Throughput", "tokens/s", tuple((n, (r["summary"].get("output_throughput"),
+                                                   r["summary"].get("steady_output_throughput"))) for n, r in runs),
+              groups=("output", "steady state")),
+    ]
 
 
 def comparison(named: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -95,7 +203,7 @@ def comparison(named: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, An
         why = cmp.incomparable(base, other)
         if base.get("kind") == "sweep" and other.get("kind") == "sweep":
             lb, lo = cmp.levels(base), cmp.levels(other)
-            pairs = [(f"{base['key']} {k:g}", lb[k], lo[k]) for k in sorted(set(lb) & set(lo))]
+            pairs = [(sweep_name(base["key"], k), lb[k], lo[k]) for k in sorted(set(lb) & set(lo))]
         elif base.get("kind") == other.get("kind"):
             pairs = [("", base, other)]
         else:

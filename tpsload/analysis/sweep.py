@@ -7,8 +7,10 @@ that meets every objective).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import json
+from typing import Any, Iterable, Sequence
 
+from tpsload.analysis.numbers import fmt
 from tpsload.errors import TpsloadError
 
 
@@ -38,6 +40,35 @@ def parse_levels(text: str, flag: str, integer: bool) -> list[float]:
     return sorted(set(levels))
 
 
+def name(key: str, value: float) -> str:
+    """A level as people read it: 'concurrency 4', 'rate 0.5'."""
+    return f"{key} {value:g}"
+
+
+def finished(levels: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The levels that measured something: ran to the end and had successful requests. Only these
+    enter the verdicts, and only these does --resume keep."""
+    return [lv for lv in levels if not lv.get("partial") and lv["summary"]["requests_ok"] > 0]
+
+
+def level_failure(level: dict[str, Any], max_error_rate: float | None) -> str | None:
+    """Why a level failed (the sweep then stops and exits 1), or None: it stopped early (a limit
+    such as --max-errors, or the server went away), no request succeeded, or its error rate is above
+    --max-error-rate (a level too short for the runner to judge the rate during the run)."""
+    s = level["summary"]
+    if level.get("stop_reason"):
+        return f"stopped early: {level['stop_reason']}"
+    if s["requests_ok"] == 0:
+        by_class = (level.get("errors") or {}).get("by_class") or {}
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(by_class.items()))
+        return "every request failed" + (f" ({detail})" if detail else "") if s["requests_failed"] else \
+            "no request finished"
+    rate = s.get("error_rate")
+    if max_error_rate is not None and rate is not None and rate > max_error_rate:
+        return f"error rate {rate:.1%} is above --max-error-rate {max_error_rate:.1%}"
+    return None
+
+
 def throughput(result: dict[str, Any]) -> float:
     """A level's throughput for the verdicts: steady state where known (free of ramp-up and drain)."""
     s = result["summary"]
@@ -47,7 +78,7 @@ def throughput(result: dict[str, Any]) -> float:
 
 def saturation(levels: Sequence[dict[str, Any]], key: str, tolerance: float) -> dict[str, Any] | None:
     """The smallest level whose throughput is within `tolerance` of the best level's."""
-    done = [lv for lv in levels if not lv.get("partial")]
+    done = finished(levels)
     if not done:
         return None
     best = max(done, key=throughput)
@@ -55,38 +86,39 @@ def saturation(levels: Sequence[dict[str, Any]], key: str, tolerance: float) -> 
     knee = next(lv for lv in done if throughput(lv) >= (1 - tolerance) * best_t)
     t = throughput(knee)
     grows = knee is done[-1] and knee is best
-    text = (f"throughput was still growing at the highest level ({key} {knee[key]:g}: {t:,.0f} tok/s); "
+    text = (f"throughput was still growing at the highest level ({name(key, knee[key])}: {fmt(t, 0)} tok/s); "
             "sweep higher to find where it saturates") if grows else \
-        (f"throughput stops growing at {key} {knee[key]:g}: {t:,.0f} tok/s, within {tolerance:.0%} of the best "
-         f"{best_t:,.0f} tok/s (at {best[key]:g})")
+        (f"throughput stops growing at {name(key, knee[key])}: {fmt(t, 0)} tok/s, within {tolerance:.0%} of the "
+         f"best {fmt(best_t, 0)} tok/s (at {best[key]:g})")
     return {"level": knee[key], "throughput": t, "best_level": best[key], "best_throughput": best_t,
             "tolerance": tolerance, "saturated": not grows, "text": text}
 
 
 def slo_frontier(levels: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:
     """The highest level meeting every objective (None when no SLOs were given)."""
-    judged = [lv for lv in levels if lv.get("slo") and not lv.get("partial")]
+    judged = [lv for lv in finished(levels) if lv.get("slo")]
     if not judged:
         return None
     meeting = [lv for lv in judged if lv["slo"]["all_met"]]
     if not meeting:
         missed = [o["slo"] for o in judged[0]["slo"]["objectives"] if not o["met"]]
-        return {"level": None, "text": f"no level met every SLO (lowest, {key} {judged[0][key]:g}, missed "
+        return {"level": None, "text": f"no level met every SLO (lowest, {name(key, judged[0][key])}, missed "
                                        f"{', '.join(missed)})"}
     top = meeting[-1]
     nxt = next((lv for lv in judged if lv[key] > top[key]), None)
     why = ""
     if nxt is not None:
-        why = f"; {key} {nxt[key]:g} missed " + ", ".join(o["slo"] for o in nxt["slo"]["objectives"] if not o["met"])
+        why = f"; {name(key, nxt[key])} missed " + ", ".join(o["slo"] for o in nxt["slo"]["objectives"]
+                                                            if not o["met"])
     return {"level": top[key], "throughput": throughput(top), "goodput": top["summary"].get("goodput"),
-            "text": f"the most load that meets every SLO is {key} {top[key]:g} "
-                    f"({throughput(top):,.0f} tok/s){why}"}
+            "text": f"the most load that meets every SLO is {name(key, top[key])} "
+                    f"({fmt(throughput(top), 0)} tok/s){why}"}
 
 
 def should_stop(levels: Sequence[dict[str, Any]], tolerance: float) -> str | None:
     """Stop early once throughput has not grown for two levels and the last level missed an SLO
     (or no SLOs were given). Returns the reason, or None to go on."""
-    done = [lv for lv in levels if not lv.get("partial")]
+    done = finished(levels)
     if len(done) < 3:
         return None
     before = max(throughput(lv) for lv in done[:-2])
@@ -96,6 +128,31 @@ def should_stop(levels: Sequence[dict[str, Any]], tolerance: float) -> str | Non
     if flat and missed:
         return ("throughput stopped growing for two levels" +
                 (" and SLOs were missed" if last.get("slo") else "") + " (--no-early-stop runs every level)")
+    return None
+
+
+# Config fields that change neither what is sent nor how it is measured: a resumed sweep may differ
+# in these. Every other field of the run's config must match (new fields are compared by default).
+RESUME_FREE = frozenset({
+    "save_prompts",  # an output file
+    "label", "tags",  # names for reports
+    "workers", "ray_address", "ray_spread",  # where the load comes from, not what it is
+    "grace_s",  # only shapes a level ended by Ctrl-C, and --resume runs such a level again
+    "insecure", "api_key_set",  # how the server is reached, not what it is asked
+})
+
+
+def resume_mismatch(saved: dict[str, Any], mine: dict[str, Any], ignore: Iterable[str] = ()) -> str | None:
+    """The first config field (RunConfig.public() names) in which a saved sweep differs from this one,
+    as 'field=saved, this one field=mine', or None. A field the saved file lacks (an older tpsload)
+    is not compared; nor is base_url between two --mock sweeps (each mock gets a fresh port)."""
+    mine = json.loads(json.dumps(mine, default=str))  # tuples as lists, as the saved file has them
+    skip = RESUME_FREE | set(ignore)
+    if saved.get("mock") and mine.get("mock"):
+        skip |= {"base_url"}
+    for k, v in mine.items():
+        if k not in skip and k in saved and saved[k] != v:
+            return f"{k}={saved[k]!r}, this one {k}={v!r}"
     return None
 
 

@@ -18,7 +18,7 @@ from tpsload.render import json as export_json
 from tpsload.render.console import LiveProgress
 from tpsload.scale.processes import run_workers, workers_for
 from tpsload.servers.preflight import preflight
-from tpsload.workload import prepare
+from tpsload.workload import prepare, seeds
 from tpsload.workload.checks import context_warning, workload_checks
 from tpsload.workload.spec import Workload
 from tpsload.workload.tokenizer import Tokenizer
@@ -105,16 +105,13 @@ def run_async(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
-# each repetition gets its own prompts: a repeat must not find the last one's in the prompt cache
-REPEAT_SEED_STEP = 100_003
-
-
 def measure_repeated(cfg: RunConfig, repeat: int, show_progress: bool) -> tuple[dict[str, Any], RunState]:
     """`repeat` independent runs (stopping at the first that stopped early), combined into one result."""
     started_at = dt.datetime.now(dt.timezone.utc)
     reps = []
     for k in range(repeat):
-        rep_cfg = cfg.replace(seed=cfg.workload.seed + REPEAT_SEED_STEP * k) if k else cfg
+        # each repetition gets its own prompts: a repeat must not find the last one's in the prompt cache
+        rep_cfg = cfg.replace(seed=seeds.derive(cfg.workload.seed, repetition=k)) if k else cfg
         if repeat > 1 and show_progress:
             click.echo(f"repetition {k + 1} of {repeat}", err=True)
         reps.append(run_async(measure(rep_cfg, show_progress=show_progress)))

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tpsload.analysis import compare as cmp
+from tpsload.analysis.numbers import fmt
 from tpsload.config import parse_rate
 from tpsload.errors import TpsloadError
 from tpsload.render import json as export_json
@@ -28,12 +29,6 @@ def load(path: str) -> dict[str, Any]:
     if not isinstance(r, dict) or not ("summary" in r or r.get("kind") == "sweep"):
         raise TpsloadError(f"{path}: not a tpsload result (run or sweep JSON)")
     return r
-
-
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "–"
-    return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
 
 
 def row_json(r: cmp.Row) -> dict[str, Any]:
@@ -66,7 +61,7 @@ def table(rows: list[cmp.Row], base_name: str, other_name: str) -> Table:
         elif r.ratio is not None and r.ci:
             verdict = "[dim]no significant change[/]"
         unit = f" {r.unit}" if r.unit else ""
-        t.add_row(r.metric + unit, _fmt(r.base), _fmt(r.other), "–" if r.ratio is None else f"{r.ratio:.3f}×",
+        t.add_row(r.metric + unit, fmt(r.base), fmt(r.other), "–" if r.ratio is None else f"{r.ratio:.3f}×",
                   ci, verdict)
     return t
 

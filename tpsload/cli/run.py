@@ -1,4 +1,4 @@
-"""`tpsload run`: flags -> RunConfig -> pre-flight -> runner -> records -> statistics -> reports."""
+"""`tpsload run`: flags -> RunConfig -> app.run (pre-flight, load, result) -> outputs -> exit code."""
 
 from __future__ import annotations
 
@@ -7,50 +7,13 @@ from typing import Any
 
 import click
 
-from tpsload.app.measure import measure_repeated
+from tpsload.app import run as app_run
+from tpsload.app.target import MockSettings
 from tpsload.cli import options
-from tpsload.config import RunConfig, from_flags
-from tpsload.mock import MockProcess
+from tpsload.config import from_flags
 from tpsload.render import json as export_json
 from tpsload.render import jsonl as export_jsonl
 from tpsload.render.console import render
-
-
-def execute(cfg: RunConfig, json_path: str | None, records_path: str | None, quiet: bool,
-            mock_options: dict[str, Any], fail_on_slo: bool = False, repeat: int = 1) -> int:
-    mock = None
-    if cfg.target.mock:
-        mock = MockProcess(**mock_options).start()
-        cfg = cfg.replace(base_url=mock.base_url)
-    try:
-        result, state = measure_repeated(cfg, repeat, show_progress=not quiet)
-    finally:
-        if mock:
-            mock.stop()
-    if json_path:
-        export_json.write(result, json_path)
-    if records_path:
-        export_jsonl.write(state.records, state.t0, records_path)
-    if not quiet:
-        render(result, sys.stderr if json_path == "-" else sys.stdout)
-    err = state.internal_error
-    if err is not None:
-        click.echo(f"tpsload: internal error ({err.__class__.__name__}: {err}); partial result written. "
-                   "Rerun with --debug for a traceback.", err=True)
-        raise err
-    if state.signal is not None:
-        return 128 + state.signal
-    if state.stop_reason:
-        click.echo(f"tpsload: stopped early: {state.stop_reason}", err=True)
-        return 1
-    s = result["summary"]
-    if s["requests_ok"] == 0 and s["requests_failed"] > 0:
-        return 1
-    if fail_on_slo and result["slo"] and not result["slo"]["all_met"]:
-        missed = [v["slo"] for v in result["slo"]["objectives"] if not v["met"]]
-        click.echo(f"tpsload: SLO missed: {', '.join(missed)}", err=True)
-        return 1
-    return 0
 
 
 @click.command("run")
@@ -59,7 +22,27 @@ def execute(cfg: RunConfig, json_path: str | None, records_path: str | None, qui
 def run_command(ctx: click.Context, **o: Any) -> None:
     """Measure a server under load: TTFT, ITL, TPOT, latency and tokens/s."""
     cfg = from_flags(o, options.given(ctx))
-    code = execute(cfg, o["json_path"], o["records_path"], o["quiet"],
-                   {"ttft_ms": o["mock_ttft_ms"], "itl_ms": o["mock_itl_ms"]}, fail_on_slo=o["fail_on_slo"],
-                   repeat=o["repeat"])
-    ctx.exit(code)
+    out = app_run.run(cfg, app_run.RunOptions(repeat=o["repeat"], fail_on_slo=o["fail_on_slo"],
+                                              show_progress=not o["quiet"], mock=mock_settings(o)))
+    if o["json_path"]:
+        export_json.write(out.result, o["json_path"])
+    if o["records_path"]:
+        export_jsonl.write(out.state.records, out.state.t0, o["records_path"])
+    if not o["quiet"]:
+        render(out.result, sys.stderr if o["json_path"] == "-" else sys.stdout)
+    report_internal_error(out.state.internal_error)
+    if out.message:
+        click.echo(f"tpsload: {out.message}", err=True)
+    ctx.exit(out.exit_code)
+
+
+def mock_settings(o: dict[str, Any]) -> MockSettings:
+    return MockSettings(ttft_ms=o["mock_ttft_ms"], itl_ms=o["mock_itl_ms"])
+
+
+def report_internal_error(err: BaseException | None) -> None:
+    """A bug of ours: say so after the (partial) result was written, then raise it (exit 1)."""
+    if err is not None:
+        click.echo(f"tpsload: internal error ({err.__class__.__name__}: {err}); partial result written. "
+                   "Rerun with --debug for a traceback.", err=True)
+        raise err

@@ -1,7 +1,8 @@
-"""The terminal: a live progress line while running, then the summary table."""
+"""The terminal: progress notices and a live progress line while running, then the tables."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import IO, Any
 
@@ -10,15 +11,19 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tpsload.analysis.numbers import fmt
+from tpsload.analysis.report import DISTS, level_table, sweep_verdicts
 from tpsload.core.runner import RunState
 
-DIST_ROWS = (
-    ("TTFT", "ttft_ms", "ms"),
-    ("ITL", "itl_ms", "ms"),
-    ("TPOT", "tpot_ms", "ms"),
-    ("E2E latency", "e2e_latency_ms", "ms"),
-    ("Decode speed", "decode_tps", "tok/s"),
-)
+
+def notice(message: str) -> None:
+    """A progress message (which level or repetition runs now): one line on stderr, so that it never
+    mixes with a table or JSON on stdout."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def console(file: IO[str]) -> Console:
+    return Console(file=file, highlight=False, soft_wrap=True, width=None if file.isatty() else 140)
 
 
 class LiveProgress:
@@ -52,16 +57,8 @@ class LiveProgress:
             self.progress.stop()
 
 
-def _f(v: Any, digits: int = 1) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:,.{digits}f}"
-    return f"{v:,}"
-
-
 def render(result: dict[str, Any], file: IO[str]) -> None:
-    con = Console(file=file, highlight=False, soft_wrap=True, width=None if file.isatty() else 140)
+    con = console(file)
     s = result["summary"]
     cfg = result["config"]
     mode = f"{cfg['endpoint']} {'stream' if cfg['stream'] else 'non-stream'}"
@@ -77,31 +74,31 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
     top.add_column()
     failed_txt = f"{s['requests_failed']} failed" + (f" ({failed})" if failed else "")
     top.add_row("Requests", f"{s['requests_ok']} ok", failed_txt)
-    top.add_row("Duration", _f(s["duration_s"], 2), "s")
+    top.add_row("Duration", fmt(s["duration_s"], 2), "s")
     spread = (result.get("repeat_spread") or {}).get("output_throughput")
-    top.add_row("Output throughput", _f(s["output_throughput"]),
-                "tok/s" + (f" (mean of {spread['n']} repetitions ± {spread['std']:,.1f}, range "
-                           f"{spread['min']:,.1f} … {spread['max']:,.1f})" if spread else ""))
-    top.add_row("  steady state", _f(s["steady_output_throughput"]), "tok/s (while at target concurrency)")
-    top.add_row("Total token throughput", _f(s["total_token_throughput"]), "tok/s (prompt + output)")
-    top.add_row("Request throughput", _f(s["request_throughput"], 2), "req/s")
-    top.add_row("Concurrency achieved", _f(s["concurrency_achieved"], 2), "requests in flight (time-weighted)")
+    top.add_row("Output throughput", fmt(s["output_throughput"], 1),
+                "tok/s" + (f" (mean of {spread['n']} repetitions ± {fmt(spread['std'], 1)}, range "
+                           f"{fmt(spread['min'], 1)} … {fmt(spread['max'], 1)})" if spread else ""))
+    top.add_row("  steady state", fmt(s["steady_output_throughput"], 1), "tok/s (while at target concurrency)")
+    top.add_row("Total token throughput", fmt(s["total_token_throughput"], 1), "tok/s (prompt + output)")
+    top.add_row("Request throughput", fmt(s["request_throughput"], 2), "req/s")
+    top.add_row("Concurrency achieved", fmt(s["concurrency_achieved"], 2), "requests in flight (time-weighted)")
     srcs = ", ".join(f"{k} {v}" for k, v in s["token_sources"].items()) or "–"
     top.add_row("Token counts from", srcs, "")
     con.print(top)
     t = Table(show_edge=False, header_style="bold")
     for col in ("", "unit", "mean", "p50", "p90", "p99", "max", "n"):
         t.add_column(col, justify="left" if col in ("", "unit") else "right")
-    for label, key, unit in DIST_ROWS:
+    for label, key, unit in DISTS:
         d = s.get(key)
         if d is None:
             t.add_row(label, unit, *(["–"] * 6))
         else:
-            t.add_row(label, unit, *(_f(d[k], 1) for k in ("mean", "p50", "p90", "p99", "max")), str(d["n"]))
+            t.add_row(label, unit, *(fmt(d[k], 1) for k in ("mean", "p50", "p90", "p99", "max")), str(d["n"]))
     con.print(t)
     h = result["client_health"]
     lag = h["loop_lag_ms"]
-    lag_txt = f"loop lag p99 {lag['p99']:.2f} ms" if lag else "loop lag –"
+    lag_txt = f"loop lag p99 {fmt(lag['p99'], 2)} ms" if lag else "loop lag –"
     if h["client_bound"]:
         con.print(f"[bold red]Client-bound[/]: {escape('; '.join(h['reasons']))}. Latencies include the client's own "
                   "delay (spread the load with --workers N; `tpsload calibrate` recommends a count).")
@@ -114,15 +111,29 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
         v = result["slo"]
         parts = []
         for o in v["objectives"]:
-            shown = "–" if o["value"] is None else f"{o['value']:.3g}"
+            shown = fmt(o["value"])
             parts.append(f"{'[green]met[/]' if o['met'] else '[red]MISSED[/]'} {escape(o['slo'])} ({shown})")
         con.print("SLOs: " + "; ".join(parts))
-        con.print(f"Goodput: {_f(s['goodput'], 2)} req/s, {_f(s['goodput_tokens'])} tok/s "
+        con.print(f"Goodput: {fmt(s['goodput'], 2)} req/s, {fmt(s['goodput_tokens'], 1)} tok/s "
                   f"({v['good_requests']} of {s['requests_ok']} requests met every per-request objective)")
     if "tokens_per_second" in result:
-        con.print(f"Single request: {result['tokens']} tokens, {_f(result['elapsed_seconds'], 3)} s, "
-                  f"{_f(result['tokens_per_second'])} tok/s ({result['mode']})")
+        con.print(f"Single request: {result['tokens']} tokens, {fmt(result['elapsed_seconds'], 3)} s, "
+                  f"{fmt(result['tokens_per_second'], 1)} tok/s ({result['mode']})")
     for w in result.get("warnings", []):
         con.print(f"[yellow]warning[/]: {escape(w)}")
     for k, msg in result["errors"]["examples"].items():
         con.print(f"[red]{k}[/]: {escape(msg)}")
+
+
+def render_sweep(sweep: dict[str, Any], file: IO[str]) -> None:
+    """The sweep table (the one Markdown and HTML reports print), then its verdicts in words."""
+    con = console(file)
+    header, rows = level_table(sweep)
+    t = Table(show_edge=False, header_style="bold")
+    for col in header:
+        t.add_column(col, justify="right")
+    for row in rows:
+        t.add_row(*(escape(v) for v in row[:-1]), "[red]missed[/]" if row[-1] == "missed" else row[-1])
+    con.print(t)
+    for label, text in sweep_verdicts(sweep):
+        con.print(f"[{'yellow' if label == 'Sweep' else 'bold'}]{label}[/]: {escape(text)}")

@@ -6,7 +6,6 @@ from html import escape
 from typing import Any, Sequence
 
 from tpsload.analysis import report
-from tpsload.analysis.sweep import csv_row
 from tpsload.render import svg
 
 CSS = """
@@ -32,54 +31,17 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], classes: Sequen
     return "".join(out) + "</table>"
 
 
-def _run_charts(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
-    runs = [(n, r) for n, r in named if r.get("kind") != "sweep"]
-    if not runs:
-        return ""
-    groups = ["TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "E2E p50", "E2E p99"]
-    keys = [("ttft_ms", "p50"), ("ttft_ms", "p99"), ("tpot_ms", "p50"), ("tpot_ms", "p99"),
-            ("e2e_latency_ms", "p50"), ("e2e_latency_ms", "p99")]
-    lat = [(n, [(r["summary"].get(k) or {}).get(q) for k, q in keys]) for n, r in runs]
-    thr = [(n, [r["summary"].get("output_throughput"), r["summary"].get("steady_output_throughput")])
-           for n, r in runs]
-    # TTFT and TPOT differ by orders of magnitude: two charts keep both readable
-    return (svg.bar_chart("Latency percentiles", groups[:2] + groups[4:], [(n, v[:2] + v[4:]) for n, v in lat], "ms")
-            + svg.bar_chart("Time per output token", groups[2:4], [(n, v[2:4]) for n, v in lat], "ms")
-            + svg.bar_chart("Throughput", ["output", "steady state"], thr, "tokens/s"))
-
-
-def _sweep_charts(name: str, sweep: dict[str, Any]) -> str:
-    key = sweep["key"]
-    rows = [csv_row(lv, key) for lv in sweep["levels"] if not lv.get("partial")]
-    xs = [r["level"] for r in rows]
-    marks = []
-    if (sweep.get("saturation") or {}).get("level") is not None:
-        marks.append(("saturation", sweep["saturation"]["level"], "#d62728"))
-    if (sweep.get("slo_frontier") or {}).get("level") is not None:
-        marks.append(("SLO frontier", sweep["slo_frontier"]["level"], "#2ca02c"))
-    label = "concurrency" if key == "concurrency" else "rate (requests/s)"
-    return (svg.line_chart(f"{name}: throughput", xs, [("output", [r["output_throughput"] for r in rows]),
-                                                      ("steady state", [r["steady_output_throughput"] for r in rows])],
-                           label, "tokens/s", marks)
-            + svg.line_chart(f"{name}: latency", xs, [("TTFT p50", [r["ttft_p50_ms"] for r in rows]),
-                                                     ("TTFT p99", [r["ttft_p99_ms"] for r in rows]),
-                                                     ("TPOT p50", [r["tpot_p50_ms"] for r in rows])],
-                             label, "ms", marks))
-
-
 def dumps(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
     body = ["<h1>tpsload report</h1>"]
-    body.append(_run_charts(named))
+    body += [svg.render(c) for c in report.run_charts(named)]
     for name, r in named:
         body.append(f"<h2>{escape(name)}</h2>")
         body.append(_table((), report.describe(r)))
         if r.get("kind") == "sweep":
-            body.append(_sweep_charts(name, r))
-            body.append(_table([c for c, _ in report.LEVEL_COLUMNS], report.level_rows(r)))
-            for key in ("saturation", "slo_frontier"):
-                if r.get(key):
-                    body.append(f"<p><b>{'Saturation' if key == 'saturation' else 'SLO frontier'}:</b> "
-                                f"{escape(r[key]['text'])}</p>")
+            body += [svg.render(c) for panels in report.sweep_charts(r).values() for c in panels]
+            header, rows = report.level_table(r)
+            body.append(_table(header, rows, ["worse" if row[-1] == "missed" else "" for row in rows]))
+            body += [f"<p><b>{escape(label)}:</b> {escape(text)}</p>" for label, text in report.sweep_verdicts(r)]
         else:
             t = report.run_tables(r)
             body.append(_table((), t["top"]))

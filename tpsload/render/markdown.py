@@ -22,10 +22,8 @@ def dumps(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
         out.append(f"## {name}\n")
         out.append(_table(("", ""), report.describe(r)))
         if r.get("kind") == "sweep":
-            out.append(_table([c for c, _ in report.LEVEL_COLUMNS], report.level_rows(r)))
-            for key in ("saturation", "slo_frontier"):
-                if r.get(key):
-                    out.append(f"**{'Saturation' if key == 'saturation' else 'SLO frontier'}:** {r[key]['text']}\n")
+            out.append(_table(*report.level_table(r)))
+            out += [f"**{label}:** {text}\n" for label, text in report.sweep_verdicts(r)]
         else:
             t = report.run_tables(r)
             out.append(_table(("", ""), t["top"]))

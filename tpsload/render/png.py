@@ -1,17 +1,18 @@
-"""Sweep plots as PNG (matplotlib, the optional `tpsload[plot]` extra).
+"""Charts as PNG (matplotlib, the optional `tpsload[plot]` extra).
 
-Three pictures: throughput against load; TTFT and TPOT (p50, p99) against load; and
-the latency-throughput curve, with the saturation point and the SLO frontier marked.
+`render` draws the panels of any `analysis.report.Chart` figure (the SVG renderer draws the same
+charts); `write` saves a sweep's pictures (analysis.report.sweep_charts).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
-from tpsload.analysis.sweep import csv_row
+from tpsload.analysis.report import Chart, sweep_charts
 
 HINT = "plots need matplotlib: pip install 'tpsload[plot]' (the JSON and CSV have the same data)"
+STYLES = ("o-", "^-", "s--", "D:", "v-")
 
 
 def available() -> bool:
@@ -22,71 +23,55 @@ def available() -> bool:
     return True
 
 
-def figures(sweep: dict[str, Any]) -> dict[str, Any]:
-    """name -> matplotlib Figure; the plotted series are exactly the sweep's numbers."""
+def _panel(ax: Any, c: Chart) -> None:
+    if c.bars:
+        width = 0.8 / max(1, len(c.series))
+        for k, (name, vals) in enumerate(c.series):
+            ax.bar([g + width * (k - (len(c.series) - 1) / 2) for g in range(len(c.groups))],
+                   [v if v is not None else 0 for v in vals], width, label=name)
+        ax.set_xticks(range(len(c.groups)), c.groups)
+    else:
+        for k, (name, vals) in enumerate(c.series):
+            ax.plot(c.xs, [float("nan") if v is None else v for v in vals], STYLES[k % len(STYLES)], label=name)
+        if c.point_labels and c.series:
+            for x, y, label in zip(c.xs, c.series[0][1], c.point_labels, strict=True):
+                ax.annotate(label, (x, y or 0), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for m in c.marks:
+            if m.y is None:
+                ax.axvline(m.x, color=m.color, linestyle="--", linewidth=1, label=m.label)
+            else:
+                ax.plot([m.x], [m.y], "o", color=m.color, markersize=12, fillstyle="none", label=m.label)
+        if c.log2_x:
+            ax.set_xscale("log", base=2)
+        if c.ticks_at_points:
+            ax.set_xticks(c.xs, [f"{x:g}" for x in c.xs])
+    ax.set(xlabel=c.xlabel, ylabel=c.ylabel, title=c.title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def render(panels: Sequence[Chart]) -> Any:
+    """Charts side by side in one matplotlib Figure; the plotted series are exactly the charts' numbers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    key = sweep["key"]
-    rows = [csv_row(lv, key) for lv in sweep["levels"] if not lv.get("partial")]
-    x = [r["level"] for r in rows]
-    label = "concurrency (requests in flight)" if key == "concurrency" else "offered rate (requests/s)"
-    sat = (sweep.get("saturation") or {}).get("level")
-    front = (sweep.get("slo_frontier") or {}).get("level")
-    figs: dict[str, Any] = {}
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 if len(panels) == 1 else 5 * len(panels), 4.2),
+                             squeeze=False)
+    for ax, c in zip(axes[0], panels, strict=True):
+        _panel(ax, c)
+    fig.tight_layout()
+    return fig
 
-    def mark(ax: Any, at_x: bool = True) -> None:
-        if sat is not None and at_x:
-            ax.axvline(sat, color="tab:red", linestyle="--", linewidth=1, label=f"saturation ({sat:g})")
-        if front is not None and at_x:
-            ax.axvline(front, color="tab:green", linestyle=":", linewidth=1.5, label=f"SLO frontier ({front:g})")
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot(x, [r["output_throughput"] for r in rows], "o-", label="output throughput")
-    ax.plot(x, [r["steady_output_throughput"] for r in rows], "s--", label="steady-state throughput")
-    mark(ax)
-    ax.set(xlabel=label, ylabel="tokens/s", title="Aggregate output throughput")
-    figs["throughput"] = fig
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for ax, metric, title in ((axes[0], "ttft", "Time to first token"), (axes[1], "tpot", "Time per output token")):
-        ax.plot(x, [r[f"{metric}_p50_ms"] for r in rows], "o-", label="p50")
-        ax.plot(x, [r[f"{metric}_p99_ms"] for r in rows], "^-", label="p99")
-        mark(ax)
-        ax.set(xlabel=label, ylabel="ms", title=title)
-    figs["latency"] = fig
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    tput = [r["steady_output_throughput"] or r["output_throughput"] for r in rows]
-    ax.plot(tput, [r["e2e_latency_p99_ms"] for r in rows], "o-", label="e2e latency p99")
-    ax.plot(tput, [r["ttft_p99_ms"] for r in rows], "^-", label="TTFT p99")
-    for r, t in zip(rows, tput, strict=True):
-        ax.annotate(f"{r['level']:g}", (t, r["e2e_latency_p99_ms"] or 0), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)
-        if r["level"] == sat:
-            ax.plot([t], [r["e2e_latency_p99_ms"]], "o", color="tab:red", markersize=12, fillstyle="none",
-                    label="saturation")
-        if r["level"] == front:
-            ax.plot([t], [r["e2e_latency_p99_ms"]], "D", color="tab:green", markersize=10, fillstyle="none",
-                    label="SLO frontier")
-    ax.set(xlabel="throughput (tokens/s)", ylabel="ms", title="Latency against throughput")
-    figs["latency_throughput"] = fig
-    doubling = len(x) > 2 and min(x) > 0 and max(x) / min(x) >= 8
-    for name, f in figs.items():
-        for a in f.axes:
-            if doubling and name != "latency_throughput":
-                a.set_xscale("log", base=2)
-                a.set_xticks(x, [f"{v:g}" for v in x])
-            a.grid(alpha=0.3)
-            a.legend(fontsize=8)
-        f.tight_layout()
-    return figs
+def figures(sweep: dict[str, Any]) -> dict[str, Any]:
+    """name -> matplotlib Figure of a sweep."""
+    return {name: render(panels) for name, panels in sweep_charts(sweep).items()}
 
 
 def write(sweep: dict[str, Any], directory: str) -> list[str]:
-    """Write the pictures as DIRECTORY/<name>.png; returns the paths."""
+    """Write a sweep's pictures as DIRECTORY/<name>.png; returns the paths."""
     import matplotlib.pyplot as plt
 
     os.makedirs(directory, exist_ok=True)

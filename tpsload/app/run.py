@@ -1,0 +1,55 @@
+"""`run`: one measured run (or --repeat N) against the target, and what its exit code is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tpsload.app.measure import measure_repeated
+from tpsload.app.target import MockSettings, serving
+from tpsload.config import RunConfig
+from tpsload.core.runner import RunState
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run, beyond what the config says to measure."""
+
+    repeat: int = 1
+    fail_on_slo: bool = False
+    show_progress: bool = True
+    mock: MockSettings = field(default_factory=MockSettings)
+
+
+@dataclass
+class RunOutcome:
+    """The result, the run's state (records, signal, internal error), the exit code and why it is not 0."""
+
+    result: dict[str, Any]
+    state: RunState
+    exit_code: int
+    message: str | None = None
+
+
+def exit_code(result: dict[str, Any], state: RunState, fail_on_slo: bool) -> tuple[int, str | None]:
+    """0 done; 1 stopped early, every request failed, or (with fail_on_slo) an SLO missed;
+    128 + N after signal N. A problem found before the run (pre-flight) is a TpsloadError: 2."""
+    if state.signal is not None:
+        return 128 + state.signal, None
+    if state.stop_reason:
+        return 1, f"stopped early: {state.stop_reason}"
+    s = result["summary"]
+    if s["requests_ok"] == 0 and s["requests_failed"] > 0:
+        return 1, None  # the table says so
+    if fail_on_slo and result["slo"] and not result["slo"]["all_met"]:
+        missed = [v["slo"] for v in result["slo"]["objectives"] if not v["met"]]
+        return 1, f"SLO missed: {', '.join(missed)}"
+    return 0, None
+
+
+def run(cfg: RunConfig, opts: RunOptions) -> RunOutcome:
+    """Measure (starting and stopping the mock for --mock); always returns what was measured."""
+    with serving(cfg, opts.mock) as url:
+        result, state = measure_repeated(cfg.replace(base_url=url), opts.repeat, show_progress=opts.show_progress)
+    code, message = exit_code(result, state, opts.fail_on_slo)
+    return RunOutcome(result, state, code, message)
