@@ -12,6 +12,7 @@ from tpsload.analysis import slo
 from tpsload.analysis.health import verdict
 from tpsload.analysis.stats import errors, legacy_fields, per_request, summarize
 from tpsload.config import RunConfig
+from tpsload.core.client import read_path
 from tpsload.core.runner import RunState
 
 
@@ -57,6 +58,7 @@ def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], serv
     send_lags = [(r.t_send - r.t_sched) / 1e6 for r in records
                  if not r.warmup and r.t_send is not None and r.t_sched is not None]
     health = verdict(state.lags.lags_ms, send_lags, state.cpu_s, state.wall_s)
+    health.update(read_path())  # the tap, or the public read loop where this aiohttp cannot be tapped
     if state.workers:
         # several processes: CPU is judged per worker (each has its own core), the rest pooled
         health["cpu_share"] = state.cpu_s / state.wall_s if state.wall_s else 0.0
