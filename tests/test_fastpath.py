@@ -108,9 +108,9 @@ def outcome(rec: RequestRecord) -> dict:
 
 async def fetch(url: str, tap: bool, limit: int | None) -> RequestRecord:
     client = Client(make_session(4, 30.0, False, force_close=True), url, {}, True, max_response_bytes=limit, tap=tap)
-    assert client.tap is tap, client_mod.TAP_PROBLEM  # the differential test needs the tap to be usable
     rec = RequestRecord(index=0)
     try:
+        assert client.tap is tap, client_mod.TAP_PROBLEM  # the differential test needs the tap to be usable
         await client.send(rec, b"{}")
     finally:
         await client.close()

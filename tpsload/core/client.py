@@ -17,6 +17,11 @@ from typing import Any, Callable
 
 import aiohttp
 
+try:
+    from aiohttp.client_proto import ResponseHandler  # for the tap's self-test only
+except ImportError:  # a later aiohttp: _tap_problem() says so, and streams are read the public way
+    ResponseHandler = None  # type: ignore[assignment,misc]
+
 from tpsload.config import RunConfig, redact
 from tpsload.core.tokens import apply_counts
 from tpsload.protocol.openai import Decoded, StreamDecoder, decode_body, error_from_body
@@ -122,16 +127,6 @@ class _Tap(aiohttp.StreamReader):
         super().feed_eof()
 
 
-class _NoProtocol:
-    """Stands in for a connection in the self-test: a tapped reader never buffers, so never pauses it."""
-
-    def pause_reading(self) -> None:
-        raise AssertionError("a tapped reader paused its connection")
-
-    def resume_reading(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
 def _tap_problem() -> str | None:
     """Why the tap cannot read streams with the installed aiohttp; None when it can.
 
@@ -149,12 +144,16 @@ def _tap_problem() -> str | None:
     for name in ("feed_data", "feed_eof", "wait_eof", "read_nowait", "is_eof", "exception", "set_exception"):
         if not callable(getattr(aiohttp.StreamReader, name, None)):
             return f"{where}: StreamReader has no {name}()"
+    if ResponseHandler is None:
+        return f"{where}: no aiohttp.client_proto.ResponseHandler to check its StreamReader with"
     if "timer" not in inspect.signature(aiohttp.ClientResponse.__init__).parameters:
         return f"{where}: ClientResponse takes no timer (the tap keeps the total timeout through resp._timer)"
     loop = asyncio.new_event_loop()
     try:
-        return _tap_selftest(aiohttp.StreamReader(_NoProtocol(), 1 << 16, loop=loop), fail=False) \
-            or _tap_selftest(aiohttp.StreamReader(_NoProtocol(), 1 << 16, loop=loop), fail=True)
+        # readers as a response gets them: on aiohttp's own protocol (here without a connection)
+        protocol = ResponseHandler(loop)
+        return _tap_selftest(aiohttp.StreamReader(protocol, 1 << 16, loop=loop), fail=False) \
+            or _tap_selftest(aiohttp.StreamReader(protocol, 1 << 16, loop=loop), fail=True)
     except Exception as e:  # any surprise in aiohttp's reader: the public loop is the safe way
         return f"{where}: its StreamReader cannot be tapped ({e.__class__.__name__}: {e})"
     finally:
