@@ -12,7 +12,7 @@ import json
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import load_json, tpsload
@@ -155,7 +155,7 @@ def responses(draw):
     return name, pieces, limit, truncate_at is None and limit is None
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=120, deadline=None)
 @given(responses())
 def test_tap_and_readany_make_identical_records(wire_server, case):
     name, pieces, limit, complete = case
