@@ -1,15 +1,20 @@
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 from tpsload.mock import MockProcess
 
-# Tokenizer downloads must never be tried in tests (no network here): point tiktoken at
-# an empty cache so a missing encoding is noticed at once.
-os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(os.path.dirname(__file__), ".no-tiktoken-cache"))
+# Tests never use a downloaded tokenizer (no network here): tiktoken gets an empty cache of
+# its own, outside the repository, for this session and the CLIs it starts.
+if "TIKTOKEN_CACHE_DIR" not in os.environ:
+    os.environ["TIKTOKEN_CACHE_DIR"] = tempfile.mkdtemp(prefix="tpsload-test-tiktoken-")
+    atexit.register(shutil.rmtree, os.environ["TIKTOKEN_CACHE_DIR"], True)
 
 
 @pytest.fixture

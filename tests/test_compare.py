@@ -54,11 +54,19 @@ def test_catalogue_reads_what_a_result_holds(results):
 
 
 def test_a_result_against_itself(results, tmp_path):
+    """Each side is the result's own number, and the interval of a run against itself holds 1
+    with room on both sides (both sides resampled apart): the same data is never called different."""
     out = tmp_path / "c.json"
     compare(results["A"], results["A"], "--json", out, check=0)
-    for r in rows(out).values():
-        if r["ratio"] is not None:
-            assert r["ratio"] == pytest.approx(1.0) and not r["significant"]
+    a = load_json(results["A"])["summary"]
+    own = {"output_throughput": a["output_throughput"], "ttft_p50": a["ttft_ms"]["p50"],
+           "tpot_p99": a["tpot_ms"]["p99"], "e2e_latency_p50": a["e2e_latency_ms"]["p50"],
+           "decode_tps_p50": a["decode_tps"]["p50"]}
+    r = rows(out)
+    for metric, v in own.items():
+        assert r[metric]["base"] == r[metric]["other"] == pytest.approx(v), metric
+        lo, hi = r[metric]["ci95"]
+        assert lo < 1 < hi and not r[metric]["significant"], (metric, lo, hi)
 
 
 def test_twenty_percent_slower_is_found_and_significant(results, tmp_path):
@@ -163,8 +171,11 @@ def test_repeats_report_spread_and_feed_the_intervals(mock_server, tmp_path):
                 "--json", str(tmp_path / f"{name}.json"), "-q", check=0)
     r1 = load_json(tmp_path / "r1.json")
     assert len(r1["repeats"]) == 3 and r1["summary"]["requests_ok"] == 36 and r1["accounting"]["balanced"]
+    # per-run numbers: the mean of the repetitions' own, their spread from the same three values
+    each = [rep["summary"]["output_throughput"] for rep in r1["repeats"]]
     spread = r1["repeat_spread"]["output_throughput"]
-    assert spread["n"] == 3 and spread["min"] <= r1["summary"]["output_throughput"] <= spread["max"]
+    assert r1["summary"]["output_throughput"] == pytest.approx(sum(each) / 3)
+    assert (spread["n"], spread["min"], spread["max"]) == (3, min(each), max(each))
     out = tmp_path / "c.json"
     compare(tmp_path / "r1.json", tmp_path / "r2.json", "--json", out, check=0)
     tpot = rows(out)["tpot_p50"]

@@ -87,7 +87,7 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
             progress.close()
     if tokenizer is None:
         tokenizer = Tokenizer(cfg.workload.tokenizer, notice=lambda m: click.echo(m, err=True))
-    resolve_pending(state.records, tokenizer)
+    await asyncio.to_thread(resolve_pending, state.records, tokenizer)  # may load a tokenizer: off the loop
     if workload is not None:
         observed, more = workload_checks(state.records, workload)
         workload_desc["observed"] = observed

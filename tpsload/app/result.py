@@ -18,6 +18,7 @@ from tpsload.analysis import slo, stats
 from tpsload.analysis.health import verdict
 from tpsload.analysis.stats import Dist, Summary
 from tpsload.config import RunConfig
+from tpsload.core.client import read_path
 from tpsload.core.runner import RunState
 from tpsload.records import INLINE, OPTIONAL, ErrorClass, RequestRecord
 from tpsload.render import json as export_json
@@ -59,13 +60,16 @@ class ClientHealth:
     cpu_share: float
     client_bound: bool
     reasons: list[str]
+    read_path: str  # "tap": stamped in aiohttp's data callback; "readany": its public read loop
+    read_path_reason: str | None
     workers: list[dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)  # each worker's own health
 
 
 def client_health(state: RunState) -> ClientHealth:
     send_lags = [(r.t_send - r.t_sched) / 1e6 for r in state.records
                  if not r.warmup and r.t_send is not None and r.t_sched is not None]
-    health = ClientHealth(**verdict(state.lags.lags_ms, send_lags, state.cpu_s, state.wall_s))
+    # the tap, or the public read loop where this aiohttp cannot be tapped
+    health = ClientHealth(**verdict(state.lags.lags_ms, send_lags, state.cpu_s, state.wall_s), **read_path())
     if not state.workers:
         return health
     # several processes: CPU is judged per worker (each has its own core), the rest pooled

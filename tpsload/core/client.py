@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 from array import array
 from functools import partial
@@ -15,6 +16,11 @@ from time import perf_counter_ns
 from typing import Any, Callable
 
 import aiohttp
+
+try:
+    from aiohttp.client_proto import ResponseHandler  # for the tap's self-test only
+except ImportError:  # a later aiohttp: _tap_problem() says so, and streams are read the public way
+    ResponseHandler = None  # type: ignore[assignment,misc]
 
 from tpsload.config import RunConfig, redact
 from tpsload.core.tokens import apply_counts
@@ -62,7 +68,6 @@ def _status_class(status: int) -> ErrorClass:
 
 # Where a stream's bytes go while aiohttp's parser delivers them (see _Tap).
 _TAPS: dict[int, "_Sink"] = {}
-TAP = os.environ.get("TPSLOAD_READ_LOOP") != "1"  # 1: the plain readany() loop, for comparison
 
 
 class _Stop(Exception):
@@ -87,6 +92,9 @@ class _Sink:
             return
         self.budget -= len(data)
         if self.budget < 0:
+            # decode exactly the first `limit` bytes, however the reads were split
+            if len(data) + self.budget > 0:
+                self.dec.feed(ts, data[:len(data) + self.budget])
             self.error = f"response larger than {self.limit} bytes"
             self.stop = True
         elif not self.dec.feed(ts, data):
@@ -119,13 +127,92 @@ class _Tap(aiohttp.StreamReader):
         super().feed_eof()
 
 
+def _tap_problem() -> str | None:
+    """Why the tap cannot read streams with the installed aiohttp; None when it can.
+
+    The tap leans on aiohttp internals that no release promises to keep: the response's
+    reader is a StreamReader whose class can be swapped; the parser hands it the body
+    through feed_data(data, size) and ends with feed_eof(); wait_eof() returns at feed_eof()
+    or raises what set_exception() set; read_nowait() returns what came with the headers;
+    and a response keeps its total timeout in `_timer`. Checked once per process, on a
+    reader with no socket (well under a millisecond), so an aiohttp that changed any of it
+    is read through the public readany() loop instead of misread.
+    """
+    if os.environ.get("TPSLOAD_READ_LOOP") == "1":
+        return "TPSLOAD_READ_LOOP=1"
+    where = f"aiohttp {aiohttp.__version__}"
+    for name in ("feed_data", "feed_eof", "wait_eof", "read_nowait", "is_eof", "exception", "set_exception"):
+        if not callable(getattr(aiohttp.StreamReader, name, None)):
+            return f"{where}: StreamReader has no {name}()"
+    if ResponseHandler is None:
+        return f"{where}: no aiohttp.client_proto.ResponseHandler to check its StreamReader with"
+    if "timer" not in inspect.signature(aiohttp.ClientResponse.__init__).parameters:
+        return f"{where}: ClientResponse takes no timer (the tap keeps the total timeout through resp._timer)"
+    loop = asyncio.new_event_loop()
+    try:
+        # readers as a response gets them: on aiohttp's own protocol (here without a connection)
+        protocol = ResponseHandler(loop)
+        return _tap_selftest(aiohttp.StreamReader(protocol, 1 << 16, loop=loop), fail=False) \
+            or _tap_selftest(aiohttp.StreamReader(protocol, 1 << 16, loop=loop), fail=True)
+    except Exception as e:  # any surprise in aiohttp's reader: the public loop is the safe way
+        return f"{where}: its StreamReader cannot be tapped ({e.__class__.__name__}: {e})"
+    finally:
+        loop.close()
+
+
+def _tap_selftest(reader: aiohttp.StreamReader, fail: bool) -> str | None:
+    """One stream through a tapped reader, driven by hand (no loop runs): ends at eof, or
+    (`fail`) with the sink refusing data, which must wake the waiter with _Stop."""
+    where = f"aiohttp {aiohttp.__version__}"
+    reader.__class__ = _Tap  # TypeError when the reader's layout is not _Tap's
+    sink = _Sink(8 if fail else None)
+    _TAPS[id(reader)] = sink
+    waiting = reader.wait_eof()
+    try:
+        parked = waiting.send(None)  # the eof future it waits on, as _tap_stream does
+        reader.feed_data(b"data: {}\n\n", 10)
+        if fail:
+            if not isinstance(reader.exception(), _Stop) or not parked.done():
+                return f"{where}: StreamReader.set_exception() did not wake wait_eof()"
+            try:
+                waiting.send(None)
+            except _Stop:
+                return None
+            return f"{where}: StreamReader.wait_eof() did not raise what set_exception() set"
+        if sink.dec.out.events != 1 or reader.read_nowait():
+            return f"{where}: StreamReader.feed_data() did not reach the tap"
+        reader.feed_eof()
+        if not parked.done():
+            return f"{where}: StreamReader.wait_eof() did not return at feed_eof()"
+        with contextlib.suppress(StopIteration):
+            waiting.send(None)
+        if sink.t_eof is None or not reader.is_eof():
+            return f"{where}: StreamReader.feed_eof() did not reach the tap"
+        return None
+    finally:
+        _TAPS.pop(id(reader), None)
+        waiting.close()
+
+
+# None: streams are read by the tap; else why they are read by the public readany() loop
+TAP_PROBLEM = _tap_problem()
+
+
+def read_path() -> dict[str, str | None]:
+    """How this process reads streamed responses, for the result's client_health."""
+    return {"read_path": "readany" if TAP_PROBLEM else "tap", "read_path_reason": TAP_PROBLEM}
+
+
 class Client:
     """Sends requests to one endpoint and fills their records."""
 
     def __init__(self, session: aiohttp.ClientSession, url: str, headers: dict[str, str], stream: bool,
                  secrets: tuple[str, ...] = (), fresh_session: Callable[[], aiohttp.ClientSession] | None = None,
-                 first_byte_timeout_s: float | None = None, max_response_bytes: int | None = None) -> None:
+                 first_byte_timeout_s: float | None = None, max_response_bytes: int | None = None,
+                 tap: bool = True) -> None:
         self.session = session
+        # False: read streams with the public readany() loop (as when this aiohttp cannot be tapped)
+        self.tap = tap and TAP_PROBLEM is None
         self.first_byte_timeout_s = first_byte_timeout_s
         self.max_response_bytes = max_response_bytes
         self.url = url
@@ -215,13 +302,10 @@ class Client:
     async def _read_stream(self, resp: aiohttp.ClientResponse, rec: RequestRecord) -> None:
         content = resp.content
         sink = _Sink(self.max_response_bytes)
-        if TAP and type(content) is aiohttp.StreamReader and not content.exception():
-            try:
-                content.__class__ = _Tap
-            except TypeError:  # an aiohttp whose reader layout we do not know: read the usual way
-                pass
-            else:
-                return await self._tap_stream(resp, rec, sink)
+        # a reader of another class (a wrapper, an aiohttp change) is read the public way
+        if self.tap and type(content) is aiohttp.StreamReader and not content.exception():
+            content.__class__ = _Tap
+            return await self._tap_stream(resp, rec, sink)
         now = perf_counter_ns
         read = content.readany  # everything buffered: one stamp for what arrived together
         try:
@@ -253,7 +337,8 @@ class Client:
                 sink(perf_counter_ns(), buffered)
             _TAPS[key] = sink
             if not content.is_eof() and not sink.stop:
-                timeout = resp._timer  # noqa: SLF001 - keeps aiohttp's own total timeout in force
+                # aiohttp's total timeout, which its own read calls enter as they wait
+                timeout = resp._timer  # noqa: SLF001
                 with timeout if timeout is not None else contextlib.nullcontext():
                     await content.wait_eof()
             if sink.error:

@@ -57,6 +57,8 @@ async def build(cfg: RunConfig, session: aiohttp.ClientSession, model: str, serv
 
 async def _counter(cfg: RunConfig, session: aiohttp.ClientSession, model: str, tokenizer: Tokenizer) -> Counter:
     counter = await server_counter(cfg, session, model)
+    if counter is None:
+        await tokenizer.load()  # off the loop: reading tiktoken's tables or trying a download
     return counter or offline_counter(tokenizer)
 
 
