@@ -139,6 +139,14 @@ def test_cross_check_mismatch_names_both_numbers():
     assert "11,200 generated tokens" in sm["warnings"][0] and "11,000 output tokens" in sm["warnings"][0]
 
 
+def test_cross_check_counts_our_requests_between_the_bracketing_samples():
+    # warm-up requests that ended before the first sample are not in the server's increase either
+    ours = [(-S // 2, 900), (S // 4, 5000), (S // 2, 6000), (S, 200)]
+    sm = server_metrics(scrape_of("vllm_metrics_before", "vllm_metrics_after"), S // 10, S // 2,
+                        client_requests=ours)
+    assert sm["summary"]["cross_check"]["client_output_tokens"] == 11200 and sm["warnings"] == []
+
+
 # --- real pages: SGLang -----------------------------------------------------------------------
 
 def test_sglang_page_maps_counters_gauges_and_histograms():

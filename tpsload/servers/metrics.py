@@ -292,9 +292,16 @@ def measured_window(records: Iterable[Any]) -> tuple[int, int] | None:
 
 
 def server_metrics(scrape: Scrape, t_start_ns: int, t_end_ns: int, *, client_output_tokens: int | None = None,
+                   client_requests: Iterable[tuple[int, int]] | None = None,
                    client_ttft_ms: dict[str, Any] | None = None, concurrency: int | None = None,
                    t0_ns: int | None = None) -> dict[str, Any]:
-    """The result's `server_metrics` for the window [t_start_ns, t_end_ns] (perf_counter_ns)."""
+    """The result's `server_metrics` for the window [t_start_ns, t_end_ns] (perf_counter_ns).
+
+    The server's counters are read at the samples that bracket the window, so its
+    token count covers whatever finished between them. `client_requests`, (t_end_ns,
+    output_tokens) of every finished request, warm-up included, lets the cross-check
+    count ours over exactly that span; `client_output_tokens` is the plain total.
+    """
     t0 = t0_ns if t0_ns is not None else t_start_ns
     out: dict[str, Any] = {"server": None, "url": scrape.url, "interval_s": scrape.interval_s,
                            "available": scrape.available, "samples": None, "summary": {}, "text": [],
@@ -372,6 +379,9 @@ def server_metrics(scrape: Scrape, t_start_ns: int, t_end_ns: int, *, client_out
     samples["mapped"] = mapped_series
     out["samples"] = samples
     gen = (summary.get("generated_tokens") or {}).get("delta")
+    if client_requests is not None and b is not None:
+        lo, hi = series.t_ns[b[0]], series.t_ns[b[1]]
+        client_output_tokens = sum(n for t, n in client_requests if lo < t <= hi)
     if client_output_tokens is not None and gen is not None:
         match = int(gen) == int(client_output_tokens)
         summary["cross_check"] = {"server_generated_tokens": gen, "client_output_tokens": client_output_tokens,
