@@ -89,8 +89,9 @@ def free_port() -> int:
 class LlamaServer:
     """`with LlamaServer(np=4, ctx=4096) as s: s.base_url` -> a healthy llama-server on a free port."""
 
-    def __init__(self, np: int = 4, ctx: int = 4096, threads: int = 2, extra: tuple[str, ...] = ()) -> None:
-        self.np, self.ctx, self.threads, self.extra = np, ctx, threads, extra
+    def __init__(self, np: int = 4, ctx: int = 4096, threads: int = 2, extra: tuple[str, ...] = (),
+                 metrics: bool = True) -> None:
+        self.np, self.ctx, self.threads, self.extra, self.metrics = np, ctx, threads, extra, metrics
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log_path = cache_dir() / "llama-server.log"
@@ -103,7 +104,8 @@ class LlamaServer:
         binary, model = install()
         self.port = free_port()
         argv = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port), "-c", str(self.ctx),
-                "-np", str(self.np), "-t", str(self.threads), "--metrics", "--no-webui", *self.extra]
+                "-np", str(self.np), "-t", str(self.threads), *(["--metrics"] if self.metrics else []), "--no-webui",
+                *self.extra]
         log = open(self.log_path, "wb")
         # its own session: stopped by PID (and group) whatever happens to the test
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

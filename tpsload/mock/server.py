@@ -46,6 +46,8 @@ class MockConfig:
     faults: tuple[FaultSpec, ...] = ()
     stall_s: float = 30.0
     seed: int = 0
+    metrics: bool = False  # serve /metrics with vLLM's names, from the mock's own counts
+    metrics_delay_s: float = 0.0  # /metrics answers this late (a hanging endpoint)
 
 
 def _chunk(obj: dict[str, Any]) -> bytes:
@@ -69,6 +71,7 @@ class MockServer:
         self.faults = FaultPlan(cfg.faults, cfg.seed)
         self.slots = asyncio.Semaphore(cfg.slots) if cfg.slots else None
         self.busy = 0
+        self.stats = _Stats()
         # per request: when it arrived and when its first/last token was written, on the
         # machine-wide monotonic clock, so tests can compare a client's stamps with the truth
         self.log: list[dict[str, Any]] = []
@@ -82,6 +85,8 @@ class MockServer:
         app.router.add_post("/v1/completions", self.completions)
         if self.cfg.llama_props:
             app.router.add_get("/props", self.props)
+        if self.cfg.metrics:
+            app.router.add_get("/metrics", self.metrics)
         return app
 
     def _auth(self, request: web.Request) -> web.Response | None:
@@ -105,6 +110,11 @@ class MockServer:
                                   "build_info": "tpsload-mock",
                                   "default_generation_settings": {"n_ctx": self.cfg.n_ctx}})
 
+    async def metrics(self, request: web.Request) -> web.Response:
+        if self.cfg.metrics_delay_s:
+            await asyncio.sleep(self.cfg.metrics_delay_s)
+        return web.Response(text=self.stats.page(self.cfg.model), content_type="text/plain")
+
     async def chat(self, request: web.Request) -> web.StreamResponse:
         return await self._generate(request, chat=True)
 
@@ -119,19 +129,33 @@ class MockServer:
             body = await request.json()
         except ValueError:
             return _error(400, "body is not JSON")
-        if self.slots is None:
-            return await self._reply(request, body, chat)
-        async with self.slots:  # queued until a slot is free: the wait is part of TTFT
-            self.busy += 1
+        st = self.stats
+        t_in = perf_counter_ns()
+        st.waiting += 1
+        queued = True
+        try:
+            if self.slots is not None:
+                await self.slots.acquire()  # queued until a slot is free: the wait is part of TTFT
+            st.waiting -= 1
+            queued = False
+            st.running += 1
+            self.busy += self.slots is not None
             try:
-                return await self._reply(request, body, chat)
+                return await self._reply(request, body, chat, t_in)
             finally:
-                self.busy -= 1
+                self.busy -= self.slots is not None
+                st.running -= 1
+                if self.slots is not None:
+                    self.slots.release()
+        finally:
+            if queued:
+                st.waiting -= 1
 
     def _itl(self) -> float:
         return self.cfg.itl_ms / 1e3 * (1 + self.cfg.slowdown * max(0, self.busy - 1))
 
-    async def _reply(self, request: web.Request, body: dict[str, Any], chat: bool) -> web.StreamResponse:
+    async def _reply(self, request: web.Request, body: dict[str, Any], chat: bool,
+                     t_in: int) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         arrival = loop.time()
         arrival_ns = perf_counter_ns()
@@ -152,9 +176,14 @@ class MockServer:
         early = await self._early_fault(fault, request)
         if early is not None:
             return early
+        st = self.stats
+        st.prompt_tokens += usage["prompt_tokens"]
+        st.queue_time.observe((arrival_ns - t_in) / 1e9)
         if not body.get("stream"):
             await asyncio.sleep(max(0.0, arrival + ttft + (n - 1) * itl - loop.time()))
             entry["first_ns"] = entry["last_ns"] = perf_counter_ns()
+            st.ttft.observe((entry["first_ns"] - t_in) / 1e9)
+            st.generated_tokens += n
             text = "".join(f" w{i}" for i in range(n))
             choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
                       if chat else {"index": 0, "text": text, "finish_reason": "length"})
@@ -209,8 +238,10 @@ class MockServer:
                 await asyncio.sleep(delay)
             if j == first_token:
                 entry["first_ns"] = perf_counter_ns()  # just before the bytes go to the socket
+                st.ttft.observe((entry["first_ns"] - t_in) / 1e9)
             if first_token <= j < first_token + m:
                 entry["last_ns"] = perf_counter_ns()
+                st.generated_tokens += k
             await resp.write(data)
         await resp.write_eof()
         if cfg.close_after_stream and request.transport is not None:
@@ -276,6 +307,60 @@ class MockServer:
         entry["last_ns"] = perf_counter_ns()
         transport.close()
         return web.Response()
+
+
+# vLLM's TTFT buckets (v1/metrics/loggers.py), so the mock's page reads like vLLM's
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+                40.0, 80.0, 160.0, 640.0, 2560.0)
+
+
+class _Histogram:
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last: +Inf
+        self.sum = 0.0
+
+    def observe(self, v: float) -> None:
+        self.sum += v
+        for i, b in enumerate(self.bounds):
+            if v <= b:
+                self.counts[i] += 1
+                return
+        self.counts[-1] += 1
+
+    def lines(self, name: str, labels: str) -> list[str]:
+        out = [f"# TYPE {name} histogram"]
+        acc = 0
+        for b, c in zip((*self.bounds, "+Inf"), self.counts, strict=True):
+            acc += c
+            out.append(f'{name}_bucket{{{labels},le="{b}"}} {acc}')
+        out += [f"{name}_count{{{labels}}} {acc}", f"{name}_sum{{{labels}}} {self.sum}"]
+        return out
+
+
+class _Stats:
+    """The mock's own counts, published on /metrics under vLLM's names (with --metrics)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.waiting = 0
+        self.prompt_tokens = 0
+        self.generated_tokens = 0
+        self.ttft = _Histogram(TTFT_BUCKETS)
+        self.queue_time = _Histogram(TTFT_BUCKETS)
+
+    def page(self, model: str) -> str:
+        lb = f'engine="0",model_name="{model}"'
+        lines = [
+            "# TYPE vllm:num_requests_running gauge", f"vllm:num_requests_running{{{lb}}} {self.running}",
+            "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{{{lb}}} {self.waiting}",
+            "# TYPE vllm:prompt_tokens_total counter", f"vllm:prompt_tokens_total{{{lb}}} {self.prompt_tokens}",
+            "# TYPE vllm:generation_tokens_total counter",
+            f"vllm:generation_tokens_total{{{lb}}} {self.generated_tokens}",
+            *self.ttft.lines("vllm:time_to_first_token_seconds", lb),
+            *self.queue_time.lines("vllm:request_queue_time_seconds", lb),
+        ]
+        return "\n".join(lines) + "\n"
 
 
 MID_STREAM = {"disconnect", "stall_stream", "malformed", "non_utf8", "error_event", "oversized"}
