@@ -37,6 +37,9 @@ from tpsload.mock.faults import FAULTS, parse_fault
 @click.option("--stall-s", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="How long the stall faults stall.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for p= faults.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Serve https with this PEM certificate (and --tls-key).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None, help="The certificate's key.")
 def mock_command(**o: Any) -> None:
     """Serve /v1/chat/completions, /v1/completions, /v1/models and /health with exact timing."""
     from tpsload.mock.server import MockConfig, main  # aiohttp.web: only when serving
@@ -49,4 +52,4 @@ def mock_command(**o: Any) -> None:
                     model=o["model"], api_key=o["api_key"], close_after_stream=o["close_after_stream"],
                     llama_props=o["llama_props"], n_ctx=o["n_ctx"], no_usage=o["no_usage"],
                     faults=faults, stall_s=o["stall_s"], seed=o["seed"], slots=o["slots"], slowdown=o["slowdown"],
-                    tokens_per_chunk=o["tokens_per_chunk"]))
+                    tokens_per_chunk=o["tokens_per_chunk"], tls_cert=o["tls_cert"], tls_key=o["tls_key"]))
