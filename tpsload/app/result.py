@@ -9,7 +9,7 @@ from typing import Any
 
 from tpsload import __version__
 from tpsload.analysis import slo
-from tpsload.analysis.health import verdict
+from tpsload.analysis.health import send_lags, verdict
 from tpsload.analysis.stats import errors, legacy_fields, per_request, summarize
 from tpsload.config import RunConfig
 from tpsload.core.runner import RunState
@@ -54,9 +54,8 @@ def accounting(measured: list[Any]) -> dict[str, Any]:
 def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server: dict[str, Any],
                  started_at: _dt.datetime, warnings: list[str]) -> dict[str, Any]:
     records = state.records
-    send_lags = [(r.t_send - r.t_sched) / 1e6 for r in records
-                 if not r.warmup and r.t_send is not None and r.t_sched is not None]
-    health = verdict(state.lags.lags_ms, send_lags, state.cpu_s, state.wall_s)
+    send, cap_wait = send_lags(records)
+    health = verdict(state.lags.lags_ms, send, state.cpu_s, state.wall_s, cap_wait)
     if state.workers:
         # several processes: CPU is judged per worker (each has its own core), the rest pooled
         health["cpu_share"] = state.cpu_s / state.wall_s if state.wall_s else 0.0
