@@ -144,3 +144,47 @@ def test_second_ctrl_c_stops_at_once_and_still_writes(mock_server, tmp_path):
     res = load_json(out)
     assert res["partial"] and res["summary"]["requests_cancelled"] == 4
     assert list(res["errors"]["by_class"]) == ["cancelled"]
+
+
+PASSWORD, COOKIE, GOOG = "s3cretpw", "abcdef123", "K123"
+BASIC = "dXNlcjpzM2NyZXRwdw=="  # base64 of user:s3cretpw, as the Authorization header carries it
+
+
+def _with_userinfo(url):
+    return url.replace("http://", f"http://user:{PASSWORD}@", 1)
+
+
+def test_url_credentials_and_header_values_never_printed_or_saved(mock_server, tmp_path):
+    # every other request is answered 400 with the Authorization header echoed back (a careless server)
+    m = mock_server(ttft_ms=2, itl_ms=1, fault="http_400:every=2")
+    out, rec = tmp_path / "r.json", tmp_path / "r.jsonl"
+    p = tpsload("run", "--base-url", _with_userinfo(m.base_url), "--header", f"Cookie: session={COOKIE}",
+                "--header", f"x-goog-api-key: {GOOG}", "-c", "2", "-n", "6", "--max-tokens", "5",
+                "--json", str(out), "--records", str(rec))
+    for text in (out.read_text(), rec.read_text(), p.stdout, p.stderr):
+        for secret in (PASSWORD, COOKIE, GOOG, BASIC, "user:"):
+            assert secret not in text
+    res = load_json(out)
+    assert res["summary"]["requests_ok"] == 3 and res["summary"]["requests_failed"] == 3
+    assert res["config"]["base_url"] == res["server"]["base_url"] == m.base_url
+    assert res["config"]["url_auth_set"] is True
+    assert res["config"]["headers"] == {"Cookie": "***", "x-goog-api-key": "***"}
+    # the credentials did reach the server (as Basic auth), and came back masked
+    assert "Bad request from Basic ***" in res["errors"]["examples"]["http_4xx"]
+    assert m.base_url in p.stdout  # the console title: the URL, without its userinfo
+
+
+def test_url_credentials_kept_out_of_errors_and_sweeps(mock_server, tmp_path):
+    for url in (f"http://user:{PASSWORD}@127.0.0.1:9/v1", f"ftp://user:{PASSWORD}@x/v1",
+                f"http://user:{PASSWORD}@[::1/v1"):
+        p = tpsload("run", "--base-url", url, check=2)
+        assert PASSWORD not in p.stderr + p.stdout and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    p = tpsload("run", "--base-url", f"http://user:{PASSWORD}@127.0.0.1:9/v1", "--api-key", "sk-x", check=2)
+    assert "give one" in p.stderr and PASSWORD not in p.stderr
+    m = mock_server(ttft_ms=2, itl_ms=1)
+    out = tmp_path / "s.json"
+    p = tpsload("sweep", "--base-url", _with_userinfo(m.base_url), "--header", f"Cookie: session={COOKIE}",
+                "-c", "1,2", "-n", "2", "--max-tokens", "3", "--json", str(out), check=0)
+    for text in (out.read_text(), p.stdout, p.stderr):
+        assert PASSWORD not in text and COOKIE not in text
+    assert load_json(out)["base_config"]["base_url"] == m.base_url

@@ -5,16 +5,43 @@ The CLI turns raw flags into a `RunConfig` here; nothing downstream reads flags.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from tpsload.analysis import slo
 from tpsload.errors import TpsloadError
 
-SECRET_HEADERS = {"authorization", "api-key", "x-api-key", "proxy-authorization"}
+# Every --header value is masked in what is written: a Cookie or x-goog-api-key is as secret as Authorization.
+MASK = "***"
+# A secret this short would, if redacted wherever it occurs, mangle ordinary text ("1" in "HTTP 401");
+# a value this short is no credential anyway. It is still masked in the written config.
+MIN_SECRET_LEN = 4
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+_USERINFO_ANYWHERE = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s'\"@]*@")
+
+
+def public_url(url: str) -> str:
+    """The URL without its userinfo (`user:password@`): what may be printed or written."""
+    return _USERINFO.sub(r"\1", url)
+
+
+def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+    """`http://u:p@host/v1` -> (`http://host/v1`, ("u", "p")); a URL without userinfo is returned as is."""
+    clean = public_url(url)
+    if clean == url:
+        return url, None
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:  # a malformed URL: check_base_url says so
+        return clean, None
+    return clean, (unquote(user or ""), unquote(password or ""))
 
 
 GROUPS: dict[str, tuple[str, ...]] = {}
@@ -30,12 +57,19 @@ def _group(cls: Any) -> Any:
 class Target:
     """Which server, and how to reach it."""
 
-    base_url: str
+    base_url: str  # never with userinfo: that moves to url_auth, so every URL shown is clean
     model: str | None = None
     api_key: str | None = field(default=None, repr=False)
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     insecure: bool = False
     mock: bool = False
+    url_auth: tuple[str, str] | None = field(default=None, repr=False)  # (user, password) from the URL: Basic auth
+
+    def __post_init__(self) -> None:
+        clean, auth = split_userinfo(self.base_url)
+        if auth is not None:
+            object.__setattr__(self, "base_url", clean)
+            object.__setattr__(self, "url_auth", auth)
 
 
 @_group
@@ -160,16 +194,28 @@ class RunConfig:
         h = {"Content-Type": "application/json"}
         if self.target.api_key:
             h["Authorization"] = f"Bearer {self.target.api_key}"
+        if self.target.url_auth:
+            h["Authorization"] = "Basic " + _basic(*self.target.url_auth)
         for k, v in self.target.headers:
             h[k] = v
         return h
 
     def secrets(self) -> tuple[str, ...]:
-        s = [self.target.api_key] if self.target.api_key else []
-        s += [v for k, v in self.target.headers if k.lower() in SECRET_HEADERS]
-        # "Bearer X" echoed back may appear without its prefix
-        s += [v.split(" ", 1)[1] for v in list(s) if " " in v]
-        return tuple(x for x in s if x)
+        """What a server must not be seen echoing back: the key, the URL's password, every header value."""
+        t = self.target
+        s = [t.api_key] if t.api_key else []
+        if t.url_auth:
+            s += [t.url_auth[1], _basic(*t.url_auth)]
+        s += [v for _, v in t.headers]
+        # parts may come back alone: "Bearer X" without its prefix, one cookie of "a=1; b=2"
+        for v in list(s):
+            if " " in v:
+                s.append(v.split(" ", 1)[1])
+            for pair in v.split(";"):
+                if "=" in pair:
+                    s.append(pair.split("=", 1)[1].strip())
+        # longest first, so a secret is not left half-replaced by a shorter one inside it
+        return tuple(sorted({x for x in s if len(x) >= MIN_SECRET_LEN}, key=len, reverse=True))
 
     def public(self) -> dict[str, Any]:
         """Every option that shaped the run, flat, without secrets (the result JSON's `config`)."""
@@ -177,9 +223,11 @@ class RunConfig:
         for part in _PARTS:
             d.update(dataclasses.asdict(getattr(self, part)))
         d.pop("api_key")
+        d.pop("url_auth")
         d["prompt"] = None if self.workload.prompt is None else self.workload.prompt[:200]
         d["api_key_set"] = bool(self.target.api_key)
-        d["headers"] = {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in self.target.headers}
+        d["url_auth_set"] = bool(self.target.url_auth)
+        d["headers"] = {k: MASK for k, _ in self.target.headers}
         d["slos"] = [o.text for o in self.report.slos]
         return d
 
@@ -203,14 +251,19 @@ def parse_extra_body(s: str | None) -> dict[str, Any]:
     return v
 
 
+def _basic(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 def check_base_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TpsloadError(f"--base-url {url!r} is not an http(s) URL (e.g. http://127.0.0.1:8080/v1)")
+    shown = public_url(url)
     try:
+        parts = urlsplit(url)
         _ = parts.port  # raises on a bad port
     except ValueError:
-        raise TpsloadError(f"--base-url {url!r} has an invalid port") from None
+        raise TpsloadError(f"--base-url {shown!r} is not a valid URL (e.g. http://127.0.0.1:8080/v1)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TpsloadError(f"--base-url {shown!r} is not an http(s) URL (e.g. http://127.0.0.1:8080/v1)")
     return url.rstrip("/")
 
 
@@ -289,6 +342,11 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
         raise TpsloadError("no server given: pass --base-url URL (or --host/--port, or set OPENAI_BASE_URL), "
                            "or --mock to benchmark the bundled mock server")
     base_url = check_base_url(base_url)
+    headers = tuple(parse_header(h) for h in o["header"])
+    if split_userinfo(base_url)[1] is not None and (
+            o["api_key"] or any(k.lower() == "authorization" for k, _ in headers)):
+        raise TpsloadError("--base-url carries credentials (user:password@) and --api-key, OPENAI_API_KEY or an "
+                           "Authorization header is set too: each is the Authorization header, give one")
     prompt_sources = [f for f in ("prompt", "prompt_file", "dataset", "input_tokens") if o[f] is not None]
     if len(prompt_sources) > 1:
         raise TpsloadError("give one prompt source: " + " or ".join("--" + f.replace("_", "-")
@@ -329,7 +387,7 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
             requests = 4 * concurrency if load_flags else 1
     return RunConfig.of(
         base_url=base_url, model=o["model"], api_key=o["api_key"] or None, endpoint=o["endpoint"],
-        stream=o["stream"], headers=tuple(parse_header(h) for h in o["header"]),
+        stream=o["stream"], headers=headers,
         extra_body=parse_extra_body(o["extra_body"]), timeout_s=o["timeout"], insecure=o["insecure"],
         first_byte_timeout_s=o["first_byte_timeout"],
         max_response_bytes=int(o["max_response_mb"] * 1024 * 1024) if o["max_response_mb"] else None,
@@ -357,6 +415,12 @@ def redact(text: str | None, secrets: tuple[str, ...]) -> str | None:
     if not text:
         return text
     for s in secrets:
-        if s and s in text:
-            text = text.replace(s, "***")
-    return text
+        if len(s) >= MIN_SECRET_LEN and s in text:
+            text = text.replace(s, MASK)
+    return public_url_text(text)
+
+
+def public_url_text(text: str) -> str:
+    """Userinfo stripped from every URL inside free text (an exception's message)."""
+    return _USERINFO_ANYWHERE.sub(r"\1", text)
+

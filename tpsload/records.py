@@ -63,6 +63,8 @@ class RequestRecord:
     warmup: bool = False
     stream: bool = True
     t_sched: int | None = None
+    # open loop with a -c cap: how much of the send's lateness was spent waiting for the cap
+    cap_wait_ns: int = 0
     t_send: int | None = None
     t_first: int | None = None
     t_last: int | None = None
@@ -112,6 +114,7 @@ class RequestRecord:
             "error_class": self.error_class,
             "error": self.error,
             "t_sched_ms": rel(self.t_sched),
+            "cap_wait_ms": round(self.cap_wait_ns / 1e6, 4),
             "t_send_ms": rel(self.t_send),
             "t_first_ms": rel(self.t_first),
             "t_last_ms": rel(self.t_last),

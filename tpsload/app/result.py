@@ -15,7 +15,7 @@ from typing import Any
 
 from tpsload import __version__
 from tpsload.analysis import slo, stats
-from tpsload.analysis.health import verdict
+from tpsload.analysis.health import send_lags, verdict
 from tpsload.analysis.stats import Dist, Summary
 from tpsload.config import RunConfig
 from tpsload.core.client import read_path
@@ -55,7 +55,10 @@ class ClientHealth:
 
     loop_lag_ms: Dist | None
     send_lag_ms: Dist | None
-    late_send_share: float | None
+    late_send_share: float | None  # late sends net of the wait for the user's -c cap
+    cap_wait_ms: Dist | None  # open loop with -c: waiting for the cap is load shaping, not the client
+    cap_wait_share: float | None
+    cap_note: str | None
     cpu_s: float
     cpu_share: float
     client_bound: bool
@@ -66,10 +69,9 @@ class ClientHealth:
 
 
 def client_health(state: RunState) -> ClientHealth:
-    send_lags = [(r.t_send - r.t_sched) / 1e6 for r in state.records
-                 if not r.warmup and r.t_send is not None and r.t_sched is not None]
+    send, cap_wait = send_lags(state.records)
     # the tap, or the public read loop where this aiohttp cannot be tapped
-    health = ClientHealth(**verdict(state.lags.lags_ms, send_lags, state.cpu_s, state.wall_s), **read_path())
+    health = ClientHealth(**verdict(state.lags.lags_ms, send, state.cpu_s, state.wall_s, cap_wait), **read_path())
     if not state.workers:
         return health
     # several processes: CPU is judged per worker (each has its own core), the rest pooled

@@ -228,7 +228,9 @@ class Runner:
         """Send on an absolute schedule (--rate), optionally capped by --concurrency.
 
         A request whose time has come while the cap is reached waits, and its lateness
-        shows as send lag and in the schedule-relative latencies: nothing is hidden.
+        shows as send lag and in the schedule-relative latencies: nothing is hidden. The part
+        spent waiting for the cap (its own wait, or an earlier one that held the loop) is
+        `cap_wait_ns`: the user's load shaping, not the client's slowness.
         """
         cfg = self.cfg
         st = self.state
@@ -247,6 +249,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         cap = asyncio.Semaphore(cfg.load.concurrency) if cfg.load.concurrency else None
         pending: set[asyncio.Task[None]] = set()
+        held = 0  # when the loop last got the cap after waiting: lateness up to then is the cap's
 
         async def one(rec: RequestRecord) -> None:
             try:
@@ -261,12 +264,15 @@ class Runner:
                     break
                 await _sleep_until(when)
                 if cap:
+                    waited = cap.locked()
                     await cap.acquire()
+                    if waited:
+                        held = perf_counter_ns()
                 if st.stopping:
                     if cap:
                         cap.release()
                     break
-                rec = RequestRecord(index=i, warmup=k < n_warmup, t_sched=when)
+                rec = RequestRecord(index=i, warmup=k < n_warmup, t_sched=when, cap_wait_ns=max(0, held - when))
                 task = loop.create_task(one(rec))
                 pending.add(task)
                 self._tasks.add(task)

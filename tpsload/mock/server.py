@@ -48,6 +48,8 @@ class MockConfig:
     seed: int = 0
     metrics: bool = False  # serve /metrics with vLLM's names, from the mock's own counts
     metrics_delay_s: float = 0.0  # /metrics answers this late (a hanging endpoint)
+    tls_cert: str | None = None  # serve https with this certificate (PEM) and key
+    tls_key: str | None = None
 
 
 def _chunk(obj: dict[str, Any]) -> bytes:
@@ -390,12 +392,18 @@ async def serve(cfg: MockConfig, ready_line: bool = True) -> None:
     server = MockServer(cfg)
     runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port, backlog=1024)
+    tls = None
+    if cfg.tls_cert:
+        import ssl
+
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    site = web.TCPSite(runner, cfg.host, cfg.port, backlog=1024, ssl_context=tls)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     if ready_line:
         # The parent (`tpsload run --mock`, tests) reads this line to learn the port.
-        print(f"tpsload-mock listening on http://{cfg.host}:{port}/v1", flush=True)
+        print(f"tpsload-mock listening on {'https' if tls else 'http'}://{cfg.host}:{port}/v1", flush=True)
     try:
         await asyncio.Event().wait()
     finally:

@@ -107,6 +107,8 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
                   f"{max(w['cpu_share'] for w in h['workers']):.0%} of a core at most)")
     else:
         con.print(f"Client: ok ({lag_txt}, CPU {h['cpu_share']:.0%} of one core)")
+    if h.get("cap_note"):
+        con.print(f"[yellow]Concurrency cap[/]: {escape(h['cap_note'])}")
     if result.get("slo"):
         v = result["slo"]
         parts = []

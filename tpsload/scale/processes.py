@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection
 from time import perf_counter_ns
 from typing import Any, Callable
 
-from tpsload.analysis.health import verdict
+from tpsload.analysis.health import send_lags, verdict
 from tpsload.config import RunConfig
 from tpsload.core.runner import Runner, RunState, Share
 from tpsload.core.scheduler import open_plan
@@ -122,11 +122,11 @@ async def run_share(cfg: RunConfig, share: Share, workload: Workload, llama_cpp:
     finally:
         runner.remove_signals()
         await client.close()
+    send, cap_wait = send_lags(state.records)
     return {"pid": os.getpid(), "host": socket.gethostname(), "wall_minus_mono_ns": wall_minus_mono,
             "records": state.records, "lags_ms": state.lags.lags_ms, "cpu_s": state.cpu_s, "wall_s": state.wall_s,
             "stop_reason": state.stop_reason, "signal": state.signal, "t0": state.t0,
-            "send_lags_ms": [(r.t_send - r.t_sched) / 1e6 for r in state.records
-                             if not r.warmup and r.t_send is not None and r.t_sched is not None]}
+            "send_lags_ms": send, "cap_waits_ms": cap_wait}
 
 
 def _worker_main(conn: Connection, cfg: RunConfig, share: Share, workload: Workload, llama_cpp: bool,
@@ -208,7 +208,7 @@ def merge(state: RunState, results: list[dict[str, Any]]) -> None:
         state.records.extend(r["records"])
         state.lags.lags_ms.extend(r["lags_ms"])
         state.workers.append({"pid": r["pid"], "host": r.get("host"),
-                              **verdict(r["lags_ms"], r["send_lags_ms"], r["cpu_s"], r["wall_s"])})
+                              **verdict(r["lags_ms"], r["send_lags_ms"], r["cpu_s"], r["wall_s"], r["cap_waits_ms"])})
         if r["stop_reason"] and not state.stop_reason:
             state.stop_reason = r["stop_reason"]
         if r["signal"] is not None and state.signal is None:

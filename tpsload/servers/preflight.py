@@ -8,15 +8,16 @@ warnings: the run still measures what the user asked for.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from tpsload.config import RunConfig, TpsloadError, redact, server_root
+from tpsload.httpjson import get_json
 
 
 @dataclass
@@ -27,23 +28,19 @@ class ServerInfo:
     llama_cpp: bool = False
 
 
-async def _get(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
-               timeout: float) -> tuple[int, Any, str | None]:
-    async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
-        raw = await r.read()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = raw[:200].decode("utf-8", "replace")
-        return r.status, body, r.headers.get("Server")
-
-
 async def preflight(cfg: RunConfig, session: aiohttp.ClientSession, timeout: float = 10.0) -> ServerInfo:
     headers = cfg.request_headers()
     secrets = cfg.secrets()
     models_url = cfg.target.base_url + "/models"
     try:
-        status, body, server_hdr = await _get(session, models_url, headers, timeout)
+        reply = await get_json(session, models_url, headers, timeout)
+    # the TLS errors first: they are ClientConnectorErrors too, and would read as "cannot reach"
+    except aiohttp.ClientConnectorCertificateError as e:
+        raise TpsloadError(redact(f"the TLS certificate of {cfg.target.base_url} was not accepted "
+                                  f"({_cert_reason(e)}): --insecure skips verification", secrets)) from None
+    except aiohttp.ClientSSLError as e:
+        raise TpsloadError(redact(f"TLS failure talking to {cfg.target.base_url} ({_ssl_reason(e)}): is it "
+                                  "https? (--insecure skips certificate verification)", secrets)) from None
     except aiohttp.ClientConnectorError as e:
         err = e.os_error
         if isinstance(err, socket.gaierror):
@@ -56,14 +53,12 @@ async def preflight(cfg: RunConfig, session: aiohttp.ClientSession, timeout: flo
                            "(--base-url / --host --port)") from None
     except asyncio.TimeoutError:
         raise TpsloadError(f"{models_url} did not answer within {timeout:g} s (--base-url)") from None
-    except aiohttp.ClientSSLError as e:
-        raise TpsloadError(f"TLS failure talking to {cfg.target.base_url}: {e} (--insecure skips verification)") \
-            from None
     except aiohttp.ClientError as e:
         raise TpsloadError(redact(f"cannot talk to {cfg.target.base_url}: {e}", secrets)) from None
+    status, body = reply.status, reply.body
     if status in (401, 403):
-        raise TpsloadError(f"the server refused the API key (HTTP {status} on /models): check --api-key "
-                           "or OPENAI_API_KEY")
+        where = "the credentials in --base-url" if cfg.target.url_auth else "--api-key or OPENAI_API_KEY"
+        raise TpsloadError(f"the server refused the API key (HTTP {status} on /models): check {where}")
     if status == 503:
         raise TpsloadError("the server is not ready (HTTP 503 on /models): is the model still loading?")
     ids: list[str] = []
@@ -71,8 +66,8 @@ async def preflight(cfg: RunConfig, session: aiohttp.ClientSession, timeout: flo
         ids = [m.get("id") for m in body["data"] if isinstance(m, dict) and m.get("id")]
     info = ServerInfo(model=cfg.target.model or "")
     info.server["models"] = ids
-    if server_hdr:
-        info.server["server_header"] = server_hdr
+    if reply.server:
+        info.server["server_header"] = reply.server
     await _llama_props(cfg, session, headers, timeout, info)
     if not info.llama_cpp:
         await _version(cfg, session, headers, timeout, info)
@@ -95,10 +90,10 @@ async def _version(cfg: RunConfig, session: aiohttp.ClientSession, headers: dict
     """vLLM answers /version; SGLang /get_server_info. Whatever is not there is simply absent."""
     for path, key in (("/version", "vllm_version"), ("/get_server_info", "sglang_version")):
         try:
-            status, body, _ = await _get(session, server_root(cfg.target.base_url) + path, headers, timeout)
+            body = (await get_json(session, server_root(cfg.target.base_url) + path, headers, timeout)).ok_json
         except (aiohttp.ClientError, asyncio.TimeoutError):
             continue
-        if status == 200 and isinstance(body, dict) and isinstance(body.get("version"), str):
+        if isinstance(body, dict) and isinstance(body.get("version"), str):
             info.server[key] = body["version"]
             return
 
@@ -107,10 +102,10 @@ async def _llama_props(cfg: RunConfig, session: aiohttp.ClientSession, headers: 
                        timeout: float, info: ServerInfo) -> None:
     """llama-server's /props: slots and per-slot context, for the capacity warnings."""
     try:
-        status, props, _ = await _get(session, server_root(cfg.target.base_url) + "/props", headers, timeout)
+        props = (await get_json(session, server_root(cfg.target.base_url) + "/props", headers, timeout)).ok_json
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return
-    if status != 200 or not isinstance(props, dict) or "total_slots" not in props:
+    if not isinstance(props, dict) or "total_slots" not in props:
         return
     info.llama_cpp = True
     gen = props.get("default_generation_settings") or {}
@@ -126,3 +121,13 @@ async def _llama_props(cfg: RunConfig, session: aiohttp.ClientSession, headers: 
         info.warnings.append(f"--concurrency {cfg.load.concurrency} exceeds llama-server's {slots} slots: "
                              f"{cfg.load.concurrency - slots} requests will queue and TTFT will include the wait "
                              "(start the server with -np N to add slots)")
+
+
+def _cert_reason(e: aiohttp.ClientConnectorCertificateError) -> str:
+    err = e.certificate_error
+    return str(getattr(err, "verify_message", None) or getattr(err, "reason", None) or err)
+
+
+def _ssl_reason(e: aiohttp.ClientSSLError) -> str:
+    err = e.os_error if isinstance(e.os_error, ssl.SSLError) else None
+    return str((err.reason if err is not None else None) or e.os_error or e)

@@ -8,13 +8,13 @@ word count (our synthetic words are one token each in common tokenizers), marked
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import aiohttp
 
 from tpsload.config import RunConfig, server_root
+from tpsload.httpjson import post_json
 from tpsload.workload.tokenizer import Tokenizer
 
 
@@ -26,15 +26,12 @@ class Counter:
     overhead: int = 0  # tokens the server adds around the content (BOS, chat template)
 
 
+TIMEOUT_S = 30.0
+
+
 async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
-    async with session.post(url, data=json.dumps(body), headers=headers,
-                            timeout=aiohttp.ClientTimeout(total=30)) as r:
-        if r.status != 200:
-            return None
-        try:
-            return await r.json(content_type=None)
-        except ValueError:
-            return None
+    """The JSON of a 200 reply, else None."""
+    return (await post_json(session, url, body, headers, TIMEOUT_S)).ok_json
 
 
 async def server_counter(cfg: RunConfig, session: aiohttp.ClientSession, model: str) -> Counter | None:
