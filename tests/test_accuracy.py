@@ -48,8 +48,8 @@ def test_lean_server_logs_arrival_at_the_last_byte_and_names_requests():
     (rid, arrival, first, last, n), (rid2, *_rest) = log
     assert rid == "rid-7" and rid2 == "by prompt" and n == 3
     # one clock: the arrival is the last byte's, not the headers'; the server's own TTFT is its 30 ms
-    assert t_last_byte <= arrival < t_last_byte + 20e6, (arrival - t_last_byte) / 1e6
-    assert 30e6 <= first - arrival < 45e6 and first <= last <= t_read
+    assert t_last_byte <= arrival < t_last_byte + 100e6, (arrival - t_last_byte) / 1e6
+    assert 30e6 <= first - arrival < 100e6 and first <= last <= t_read
 
 
 class DelayProxy:
@@ -123,9 +123,9 @@ def test_calibration_puts_a_request_side_delay_in_the_request_half():
     assert r["requests_ok"] == 8
     req, resp, full = r["request_half_ms"], r["response_half_ms"], r["ttft_error_ms"]
     # every request waited the proxy's 30 ms on its way in, and nothing more than a few ms besides
-    assert delay_ms <= req["p50"] and req["mean"] < delay_ms + 10, req
+    assert delay_ms <= req["p50"] and req["mean"] < delay_ms + 15, req
     # ... while the way back is untouched, and the full error is the two halves
-    assert resp["mean"] < 5, resp
+    assert resp["mean"] < 8, resp
     assert full["mean"] == pytest.approx(req["mean"] + resp["mean"], abs=1e-6)
     assert 20 <= r["server_ttft_ms"]["p50"] < 30  # the server's own TTFT does not include the proxy
 
