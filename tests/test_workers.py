@@ -134,8 +134,13 @@ def test_calibrate_reports_error_ceiling_and_workers(tmp_path):
     out = tmp_path / "cal.json"
     p = tpsload("calibrate", "-c", "8", "--tokens", "24", "--tokens-per-second", "200", "--ttft-ms", "20",
                 "--json", str(out), check=0, timeout=300)
-    assert "recommendation: --workers 1" in p.stdout and "ingest ceiling" in p.stdout
+    assert "recommendation: " in p.stdout and "ingest ceiling" in p.stdout and "request half" in p.stdout
     cal = load_json(out)
-    run = cal["runs"][0]
-    assert run["ttft_error_ms"]["mean"] < 2.0 and abs(run["itl_error"]) < 0.01
-    assert cal["recommended_workers"] == 1 and cal["ingest"]["output_throughput"] > 10_000
+    cold, warm = cal["runs"][:2]  # each worker count cold (no warm-up) and warm
+    assert cold["scenario"]["warmup"] == 0 and warm["scenario"]["warmup"] == 8
+    # the full TTFT error (both halves) decides, and on this shared machine it may pass 2 ms: the
+    # response half alone (the old measure) stays small
+    assert warm["response_half_ms"]["mean"] < 2.0 and abs(warm["itl_error"]) < 0.01
+    if cal["recommended_workers"]:
+        assert f"recommendation: --workers {cal['recommended_workers']}\n" in p.stdout
+    assert cal["ingest"]["output_throughput"] > 10_000

@@ -44,11 +44,11 @@ def test_synthesize_seed_cache_bust_and_shared_prefix():
     p3, _ = run(synthesize(words, [40] * 20, seed=2, shared_prefix=0, cache_bust=True))
     assert p1 == p2 and p1 != p3
     assert m1 == [40] * 20 and all(len(p.split()) == 40 for p in p1)
-    assert len({p.split()[1] for p in p1}) == 20  # unique from the tag on
+    assert len({p.split()[0] for p in p1}) == 20  # unique from the tag's first word on
     shared, m = run(synthesize(words, [40] * 5, seed=1, shared_prefix=16, cache_bust=True))
     assert m == [40] * 5
     assert len({" ".join(p.split()[:16]) for p in shared}) == 1
-    assert len({" ".join(p.split()[:18]) for p in shared}) == 5  # then the tag "Request 1-i:"
+    assert len({" ".join(p.split()[:17]) for p in shared}) == 5  # then the tag "<hash> Request i:"
     # the server's own overhead (BOS, chat template) counts towards the target
     _, m = run(synthesize(words, [40], seed=1, shared_prefix=0, cache_bust=True, overhead=6))
     assert m == [40]
@@ -114,7 +114,8 @@ def test_cli_synthetic_against_mock_is_exact_and_reproducible(mock_server, tmp_p
     for name in ("a", "b"):
         out, save = tmp_path / f"{name}.json", tmp_path / f"{name}.jsonl"
         tpsload("run", "--base-url", m.base_url, "-c", "2", "-n", "10", "--input-tokens", "64",
-                "--input-tokens-stddev", "8", "--output-tokens", "12", "--seed", "7", "--save-prompts", str(save),
+                "--input-tokens-stddev", "8", "--output-tokens", "12", "--seed", "7", "--cache-salt", "s",
+                "--save-prompts", str(save),
                 "--json", str(out), check=0)
         res = load_json(out)
         w = res["workload"]

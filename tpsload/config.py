@@ -90,6 +90,7 @@ class WorkloadSpec:
     output_from_dataset: bool = False
     shared_prefix: int = 0
     cache_bust: bool = True
+    cache_salt: str | None = None  # None: a fresh salt each run, so no run finds another's prompts cached
     seed: int = 0
     system: str | None = None
     continuous_usage: bool = False
@@ -396,7 +397,7 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
         input_tokens=o["input_tokens"], input_tokens_stddev=o["input_tokens_stddev"],
         input_tokens_min=o["input_tokens_min"], input_tokens_max=o["input_tokens_max"],
         output_from_dataset=from_dataset, shared_prefix=o["shared_prefix"], cache_bust=not o["no_cache_bust"],
-        seed=o["seed"], system=o["system"], save_prompts=o["save_prompts"],
+        cache_salt=o.get("cache_salt"), seed=o["seed"], system=o["system"], save_prompts=o["save_prompts"],
         continuous_usage=o["continuous_usage"],
         max_tokens=max_tokens, ignore_eos=ignore_eos,
         temperature=o["temperature"], concurrency=concurrency, requests=requests, duration_s=duration,

@@ -51,6 +51,9 @@ COMMON = [
                   help="Synthetic prompts share their first N tokens (measures prompt caching)."),
     click.option("--no-cache-bust", is_flag=True,
                   help="Do not start each synthetic prompt with a unique tag (prompt caches may then hit)."),
+    click.option("--cache-salt", metavar="VALUE",
+                 help="Salt the cache-busting tags with VALUE, for the same bytes every run [default: a fresh "
+                      "salt each run, so a rerun of one --seed cannot find the last run's prompts cached]."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic prompts and order."),
     click.option("--continuous-usage", is_flag=True,
                  help="Ask for usage on every chunk (vLLM, SGLang): exact tokens per chunk for ITL."),

@@ -2,10 +2,14 @@
 
 Unlike the feature-rich mock, it does almost nothing per token: a raw asyncio protocol,
 HTTP/1.1 keep-alive with chunked bodies, and one prebuilt frame written per token at
-its absolute due time. It records, per request, when the request arrived and when its
-first and last token were written (perf_counter_ns: CLOCK_MONOTONIC, machine-wide), and
-its own CPU time, so a benchmark can tell the client's error from the server's, and see
-when the server itself is the bottleneck. GET /log returns the record.
+its absolute due time. It records, per request, when the request arrived (the moment its
+last byte was read) and when its first and last token were written (perf_counter_ns:
+CLOCK_MONOTONIC, machine-wide, the client's clock too), and its own CPU time, so a
+benchmark can split the client's TTFT error into the request's half (client send ->
+arrival) and the response's half (first-token write -> client stamp), and see when the
+server itself is the bottleneck. GET /log returns the record; each request is named by
+its X-Request-Id header, or else by its prompt (the last message's content), so the
+client needs to add nothing to be matched.
 
     python -m tpsload.mock.lean --port 0 --ttft-ms 100 --itl-ms 10
 """
@@ -49,7 +53,7 @@ class LeanServer:
         self.ttft = ttft_ms / 1e3
         self.itl = itl_ms / 1e3
         self.tokens = tokens
-        self.log: list[list[Any]] = []  # [tag, arrival_ns, first_ns, last_ns, n]
+        self.log: list[list[Any]] = []  # [request id, arrival_ns, first_ns, last_ns, n]
         self.cpu0 = time.process_time()
 
     def protocol(self) -> "LeanProtocol":
@@ -66,6 +70,8 @@ class LeanProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        # a request arrives when its last byte has been read: this read, for whatever it completes
+        now = perf_counter_ns()
         self.buf += data
         while True:
             end = self.buf.find(b"\r\n\r\n")
@@ -73,17 +79,21 @@ class LeanProtocol(asyncio.Protocol):
                 return
             head = self.buf[:end].decode("latin-1")
             length = 0
+            rid = None
             for line in head.split("\r\n")[1:]:
                 name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
+                name = name.strip().lower()
+                if name == "content-length":
                     length = int(value)
+                elif name == "x-request-id":
+                    rid = value.strip()
             if len(self.buf) < end + 4 + length:
                 return
             body = self.buf[end + 4:end + 4 + length]
             self.buf = self.buf[end + 4 + length:]
-            self.handle(head.split(" ", 2), body)
+            self.handle(head.split(" ", 2), body, now, rid)
 
-    def handle(self, request_line: list[str], body: bytes) -> None:
+    def handle(self, request_line: list[str], body: bytes, arrival_ns: int, rid: str | None) -> None:
         t = self.transport
         assert t is not None
         path = request_line[1] if len(request_line) > 1 else "/"
@@ -96,12 +106,11 @@ class LeanProtocol(asyncio.Protocol):
             else:
                 t.write(_json_response({"status": "ok"}))
             return
-        arrival_ns = perf_counter_ns()
         req = json.loads(body)
         msgs = req.get("messages")
         tag = msgs[-1]["content"] if msgs else req.get("prompt", "")
         n = int(req.get("max_tokens") or srv.tokens)
-        entry = [tag[:64], arrival_ns, None, None, n]
+        entry = [rid or tag[:64], arrival_ns, None, None, n]
         srv.log.append(entry)
         loop = asyncio.get_running_loop()
         t.write(HEAD + ROLE)

@@ -12,6 +12,12 @@ from tpsload.records import RequestRecord
 from tpsload.workload.spec import Workload
 
 LENGTH_TOLERANCE = 0.05
+# prompt tokens served from the server's prompt cache, past those the workload shares on purpose
+# (--shared-prefix, the chat template): beyond this share of the rest, TTFT measures the cache
+CACHE_TOLERANCE = 0.10
+# ... and beyond this many per request: every prompt shares a few tokens (the template's, the
+# tag's first word and digits), and finding those cached saves no measurable time
+CACHE_SLACK_TOKENS = 16
 
 
 def _input_estimate(workload: Workload, i: int) -> int:
@@ -33,6 +39,55 @@ def context_warning(server: dict[str, Any], workload: Workload) -> str | None:
         return (f"prompt + output may need ~{worst} tokens but a llama-server slot holds {n_ctx} "
                 "(it splits -c over -np slots): such requests fail with HTTP 400; raise -c or lower -np")
     return None
+
+
+def _cache_hint(workload: Workload, measured: int) -> str:
+    d = workload.description
+    if d.get("source") == "synthetic":
+        if not d.get("cache_bust", True):
+            return "drop --no-cache-bust"
+        if d.get("cache_salt_fixed"):
+            return ("an earlier run sent the same prompts (same --seed and --cache-salt): drop --cache-salt for a "
+                    "fresh salt each run")
+        if measured > len(workload.items):
+            return (f"this run reused its {len(workload.items)} prompts: run fewer requests, or clear the server's "
+                    "prompt cache first")
+        return "clear the server's prompt cache before the run"
+    return ("these prompts were sent before (by an earlier run, or earlier in this one): use --input-tokens N "
+            "(synthetic prompts, a fresh salt each run) or clear the server's prompt cache before the run")
+
+
+def prompt_cache_check(ok: Sequence[RequestRecord], workload: Workload) -> tuple[dict[str, Any] | None, list[str]]:
+    """Did the server answer from its prompt cache more than the workload meant it to?
+
+    Only with the server's own cached-token counts (usage.prompt_tokens_details, llama.cpp's
+    timings.cache_n). Every request sending one prompt is warned about unless such counts
+    show the cache was not used.
+    """
+    warnings: list[str] = []
+    same = len(workload.items) == 1 and len(ok) > 1
+    d = workload.description
+    intended = (d.get("shared_prefix_tokens") or 0) + (d.get("server_overhead_tokens") or 0)
+    counted = [(r.prompt_tokens, r.cached_tokens) for r in ok if r.prompt_tokens and r.cached_tokens is not None]
+    info = None
+    if counted:
+        prompt = sum(p for p, _ in counted)
+        cached = sum(c for _, c in counted)
+        beyond = sum(max(0, c - intended) for _, c in counted)
+        rest = sum(max(1, p - intended) for p, _ in counted)
+        info = {"prompt_tokens": prompt, "cached_tokens": cached, "intended_cached_per_request": intended,
+                "cached_beyond_intended": beyond, "cached_beyond_share": beyond / rest}
+        if beyond > CACHE_TOLERANCE * rest and beyond > CACHE_SLACK_TOKENS * len(counted):
+            past = (f"; past the {intended} tokens a request shares by design (--shared-prefix, BOS, chat "
+                    f"template), {beyond:,} ({beyond / rest:.0%} of the rest) were hits" if intended else "")
+            why = "every request sent the same prompt" if same else _cache_hint(workload, len(ok))
+            warnings.append(f"the server's prompt cache held {cached:,} of {prompt:,} prompt tokens{past}, so TTFT "
+                            f"measured cache hits, not prefill: {why}")
+    if same and not counted:
+        warnings.append(f"every one of the {len(ok)} requests sent the same prompt: a server with a prompt cache "
+                        "(llama-server, vLLM, SGLang) may answer all but the first from it, and TTFT then leaves "
+                        "out prefill; use --input-tokens N or a --dataset for distinct prompts")
+    return info, warnings
 
 
 def workload_checks(records: Sequence[RequestRecord], workload: Workload) -> tuple[dict[str, Any], list[str]]:
@@ -72,4 +127,8 @@ def workload_checks(records: Sequence[RequestRecord], workload: Workload) -> tup
     if early:
         hint = "" if workload.params.ignore_eos else " (add --ignore-eos, or use --output-tokens M)"
         warnings.append(f"{early} of {len(ok)} requests stopped before their max_tokens{hint}")
+    cache, more = prompt_cache_check(ok, workload)
+    if cache is not None:
+        observed["prompt_cache"] = cache
+    warnings += more
     return observed, warnings

@@ -6,6 +6,7 @@ tokenizer (lengths.py) so that prompts have the length that was asked for.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import aiohttp
@@ -75,7 +76,10 @@ async def _synthetic(cfg: RunConfig, session: aiohttp.ClientSession, model: str,
     targets = length_targets(n, w.input_tokens or 1, w.input_tokens_stddev, w.input_tokens_min, w.input_tokens_max,
                              w.seed)
     click.echo(f"tpsload: preparing {n} prompts of ~{w.input_tokens} tokens ({counter.name})", err=True)
-    prompts, measured = await synthesize(counter.count, targets, w.seed, w.shared_prefix, w.cache_bust, overhead or 0)
+    # a fresh salt unless fixed: a rerun of this seed must not find this run's prompts in the server's cache
+    salt = (w.cache_salt if w.cache_salt is not None else secrets.token_hex(3)) if w.cache_bust else None
+    prompts, measured = await synthesize(counter.count, targets, w.seed, w.shared_prefix, w.cache_bust, overhead or 0,
+                                         salt or "")
     desc.update(
         source="synthetic",
         input_tokens={"mean": w.input_tokens, "stddev": w.input_tokens_stddev, "min": w.input_tokens_min,
@@ -85,6 +89,8 @@ async def _synthetic(cfg: RunConfig, session: aiohttp.ClientSession, model: str,
         server_overhead_tokens=overhead,
         shared_prefix_tokens=w.shared_prefix,
         cache_bust=w.cache_bust,
+        cache_salt=salt,
+        cache_salt_fixed=w.cache_salt is not None,
         pool=n if cfg.load.requests is None else None,
     )
     return [RequestSpec(prompt=t, input_tokens=m) for t, m in zip(prompts, measured, strict=True)]

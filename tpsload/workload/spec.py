@@ -8,6 +8,7 @@ the same order. Nothing here touches the network except through the counter it i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -97,12 +98,21 @@ async def fit(count: Callable[[str], Awaitable[int]], head: str, words: list[str
     return t, c
 
 
+def _tag_hash(salt: str, seed: int, i: int) -> str:
+    return hashlib.blake2s(f"{salt}|{seed}|{i}".encode(), digest_size=4).hexdigest()
+
+
 async def synthesize(count: Callable[[str], Awaitable[int]], targets: Sequence[int], seed: int, shared_prefix: int,
-                     cache_bust: bool, overhead: int = 0) -> tuple[list[str], list[int]]:
+                     cache_bust: bool, overhead: int = 0, salt: str = "") -> tuple[list[str], list[int]]:
     """Prompts whose server-side length (content + `overhead`) is each target.
 
     With cache busting, each prompt starts with a unique tag, so no two prompts share
-    their first tokens; `shared_prefix` N puts the same N tokens first, on purpose.
+    their first tokens; `shared_prefix` N puts the same N tokens first, on purpose. The
+    tag opens with a hash of (`salt`, seed, request): a run with a salt of its own sends
+    the same words in the same order as another run of its seed, yet no prompt that
+    starts like one of that run's (or like another of its own), so it cannot find them
+    in a prompt cache. A hash rather than the salt itself: the salt is the same in every
+    prompt of a run, and prompts that began with it would share those tokens.
     """
     shared = ""
     if shared_prefix > 0:
@@ -110,7 +120,7 @@ async def synthesize(count: Callable[[str], Awaitable[int]], targets: Sequence[i
         shared += "\n"
     prompts, measured = [], []
     for i, target in enumerate(targets):
-        tag = f"Request {seed}-{i}: " if cache_bust else ""
+        tag = f"{_tag_hash(salt, seed, i)} Request {i}: " if cache_bust else ""
         want = max(1, target - overhead)
         t, c = await fit(count, shared + tag, _words(seed, i, want * 2 + 8), want)
         prompts.append(t)
