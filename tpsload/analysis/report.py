@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from tpsload.analysis import compare as cmp
+from tpsload.analysis import timeline
 from tpsload.analysis.numbers import MISSING, fmt
 from tpsload.analysis.sweep import csv_row, finished
 from tpsload.analysis.sweep import name as sweep_name
@@ -192,6 +193,31 @@ def run_charts(named: Sequence[tuple[str, dict[str, Any]]]) -> list[Chart]:
                                                    r["summary"].get("steady_output_throughput"))) for n, r in runs),
               groups=("output", "steady state")),
     ]
+
+
+def timeline_charts(r: dict[str, Any]) -> list[Chart]:
+    """A run over time, where the server's metrics were scraped: requests in flight (ours) against
+    running and waiting (the server's), and output tokens per second, ours and the server's."""
+    samples = (r.get("server_metrics") or {}).get("samples") or {}
+    t_ms = samples.get("t_ms") or []
+    client = samples.get("client") or {}
+    if len(t_ms) < 2 or not client:
+        return []
+    mapped = samples.get("mapped") or {}
+    xs = tuple(t / 1e3 for t in t_ms)
+
+    def present(*series: tuple[str, Any]) -> tuple[tuple[str, tuple[float | None, ...]], ...]:
+        return tuple((name, tuple(v)) for name, v in series if v and len(v) == len(xs))
+
+    requests = present(("in flight (tpsload)", client.get("in_flight")),
+                       ("running (server)", mapped.get("requests_running")),
+                       ("waiting (server)", mapped.get("requests_waiting")))
+    tokens = present(("received (tpsload)", client.get("output_tps")),
+                     ("generated (server)", timeline.rate(t_ms, mapped["generated_tokens"])
+                      if mapped.get("generated_tokens") else None))
+    return [Chart(title, ylabel, series, xs, "time since the run started (s)", ticks_at_points=False)
+            for title, ylabel, series in (("Requests over time", "requests", requests),
+                                           ("Output tokens per second over time", "tokens/s", tokens)) if series]
 
 
 def comparison(named: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:

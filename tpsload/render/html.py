@@ -46,6 +46,7 @@ def dumps(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
             t = report.run_tables(r)
             body.append(_table((), t["top"]))
             body.append(_table(("metric", "unit", "mean", "p50", "p90", "p99", "max"), t["dists"]))
+            body += [svg.render(c) for c in report.timeline_charts(r)]
             if t["slo"]:
                 body.append(_table(("objective", "measured", "verdict"), t["slo"],
                                    ["" if row[2] == "met" else "worse" for row in t["slo"]]))
