@@ -148,6 +148,7 @@ class Report:
     label: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
     slos: tuple[slo.SLO, ...] = ()  # parsed once, from --slo
+    server_metrics_s: float | None = 1.0  # scrape the server's /metrics this often; None: not at all
 
 
 _PARTS = {"target": Target, "workload": WorkloadSpec, "load": Load, "limits": Limits, "scale": Scale,
@@ -405,6 +406,7 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
         slos=tuple(slo.parse(t) for t in o["slo"]),
         workers=parse_workers(o["workers"]),
         label=o["label"], tags=tuple(parse_tag(t) for t in o["tag"]),
+        server_metrics_s=None if o.get("no_server_metrics") else o.get("server_metrics_interval", 1.0),
         ray_address=o["ray_address"], ray_spread=o["ray_spread"],
         warmup=o["warmup"], grace_s=o["grace"], tokenizer=o["tokenizer"], single=not load_flags,
         mock=o["mock"],

@@ -138,7 +138,8 @@ RESUME_FREE = frozenset({
     "label", "tags",  # names for reports
     "workers", "ray_address", "ray_spread",  # where the load comes from, not what it is
     "grace_s",  # only shapes a level ended by Ctrl-C, and --resume runs such a level again
-    "insecure", "api_key_set",  # how the server is reached, not what it is asked
+    "insecure", "api_key_set", "url_auth_set",  # how the server is reached, not what it is asked
+    "server_metrics_s",  # what is read from the server beside the load, not the load
 })
 
 

@@ -79,6 +79,9 @@ COMMON = [
     click.option("--ray-spread", is_flag=True, help="With --ray: put the workers on distinct nodes."),
     click.option("--label", default=None, help="A name for this result in comparisons and reports."),
     click.option("--tag", multiple=True, metavar="KEY=VALUE", help="Describe the setup (repeatable): gpu=H100."),
+    click.option("--server-metrics-interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+                 metavar="S", help="Scrape the server's own /metrics (and llama-server's /slots) this often."),
+    click.option("--no-server-metrics", is_flag=True, help="Do not scrape the server's /metrics."),
 ]
 
 # Load shape and outputs of one run; `sweep` declares its own (lists of levels).
