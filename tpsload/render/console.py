@@ -109,6 +109,8 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
         con.print(f"Client: ok ({lag_txt}, CPU {h['cpu_share']:.0%} of one core)")
     if h.get("cap_note"):
         con.print(f"[yellow]Concurrency cap[/]: {escape(h['cap_note'])}")
+    for line in (result.get("server_metrics") or {}).get("text") or ():
+        con.print(f"Server: {escape(line)}")
     if result.get("slo"):
         v = result["slo"]
         parts = []
