@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import load_json, tpsload
+from conftest import load_json, mock_arrivals, tpsload, wait_until
 
 ray = pytest.importorskip("ray", reason="tpsload[ray] is not installed")
 pytestmark = pytest.mark.slow
@@ -67,7 +67,7 @@ def test_a_lost_actor_leaves_a_partial_result_naming_it(mock_server, tmp_path):
         pids = _actor_pids()
         time.sleep(0.3)
     assert len(pids) == 2, "the run's actors never appeared"
-    time.sleep(4.0)  # both actors are sending by now
+    wait_until(lambda: mock_arrivals(m) >= 8, "the load to be under way")
     os.kill(pids[-1], signal.SIGKILL)
     _, err = proc.communicate(timeout=180)
     res = load_json(out)
@@ -98,7 +98,7 @@ def test_ctrl_c_stops_every_actor(mock_server, tmp_path):
     deadline = time.monotonic() + 90
     while len(_actor_pids()) < 2 and time.monotonic() < deadline:
         time.sleep(0.3)
-    time.sleep(3.0)
+    wait_until(lambda: mock_arrivals(m) >= 12, "12 requests at the mock", 90)  # so 8 or more have finished
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

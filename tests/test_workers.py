@@ -1,6 +1,7 @@
 """--workers: the load split over processes, merged into one result of the same form."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import load_json, tpsload
+from conftest import load_json, mock_arrivals, tpsload, wait_until
 from tpsload.config import RunConfig
 from tpsload.mock import MockProcess
 from tpsload.scale.processes import apportion, split
@@ -86,7 +87,7 @@ def test_ctrl_c_with_workers_writes_partial(mock_server, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n",
                              "100000", "--max-tokens", "30", "--workers", "2", "--json", str(out), "--grace", "0.5",
                              "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4.0)
+    wait_until(lambda: mock_arrivals(m) >= 12, "12 requests at the mock")  # so 8 or more have finished
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -97,7 +98,7 @@ def test_ctrl_c_with_workers_writes_partial(mock_server, tmp_path):
 
 def _children(pid):
     kids = []
-    for d in __import__("os").listdir("/proc"):
+    for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 stat = open(f"/proc/{d}/stat").read()
@@ -108,26 +109,86 @@ def _children(pid):
     return kids
 
 
+def _workers_of(pid, n, timeout=30):
+    found = []
+    deadline = time.monotonic() + timeout
+    while len(found) < n:
+        assert time.monotonic() < deadline, "the worker processes never appeared"
+        found = [k for k in _children(pid) if "spawn_main" in open(f"/proc/{k}/cmdline").read().replace("\0", " ")]
+        time.sleep(0.05)
+    return found
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
 def test_a_killed_worker_leaves_a_partial_result_naming_it(mock_server, tmp_path):
     m = mock_server(ttft_ms=10, itl_ms=5)
     out = tmp_path / "r.json"
     proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n",
                              "400", "--max-tokens", "20", "--workers", "2", "--json", str(out), "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    victims = []
-    while time.monotonic() < deadline and len(victims) < 2:
-        victims = [k for k in _children(proc.pid)
-                   if "spawn_main" in open(f"/proc/{k}/cmdline").read().replace("\0", " ")]
-        time.sleep(0.2)
-    time.sleep(2.5)  # both are sending by now
-    __import__("os").kill(victims[0], signal.SIGKILL)
+    victims = _workers_of(proc.pid, 2)
+    wait_until(lambda: mock_arrivals(m) >= 8, "the load to be under way")
+    os.kill(victims[0], signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
     res = load_json(out)
     assert res["partial"] is True and f"worker pid {victims[0]} died" in res["stop_reason"]
     assert 0 < res["summary"]["requests_ok"] < 400
     assert len(res["client_health"]["workers"]) == 1
     assert "Traceback" not in err
+
+
+def test_terminal_ctrl_c_reaches_every_worker_once_and_grace_holds(mock_server, tmp_path):
+    # A terminal's Ctrl-C goes to the whole process group: the parent and every worker. The parent
+    # tells the workers too, and a worker that counted both would cancel at once, ignoring --grace.
+    m = mock_server(ttft_ms=20, itl_ms=30)  # a request takes ~1.2 s: well within --grace
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n",
+                             "1000", "--max-tokens", "40", "--workers", "2", "--json", str(out), "--grace", "30",
+                             "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        workers = _workers_of(proc.pid, 2)
+        wait_until(lambda: mock_arrivals(m) >= 4, "4 requests in flight")
+        # what reaches the workers alone counts for nothing: the load goes on
+        for w in workers:
+            os.kill(w, signal.SIGINT)
+        n = mock_arrivals(m)
+        wait_until(lambda: mock_arrivals(m) >= n + 4, "the load to go on after the workers' own SIGINT", 20)
+        # the whole group, as a terminal does it
+        t = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    res = load_json(out)
+    s = res["summary"]
+    # the requests in flight finished within --grace: none was cancelled
+    assert s["requests_cancelled"] == 0 and s["requests_ok"] >= 8 and s["requests_ok"] == res["requests_started"]
+    assert res["partial"] and "SIGINT" in res["stop_reason"] and res["accounting"]["balanced"]
+    assert len(res["client_health"]["workers"]) == 2
+    assert took < 20, took  # they finished, and nobody waited out the 30 s of grace
+    assert "Traceback" not in err and err.count("SIGINT again") == 1
+
+
+def test_workers_end_when_their_parent_is_killed(mock_server, tmp_path):
+    m = mock_server(ttft_ms=20, itl_ms=30)
+    proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n",
+                             "100000", "--max-tokens", "40", "--workers", "2", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers = _workers_of(proc.pid, 2)
+    wait_until(lambda: mock_arrivals(m) >= 4, "the load to be under way")
+    proc.kill()  # SIGKILL: no word to the workers, who would otherwise go on for 100000 requests
+    proc.communicate(timeout=30)
+    wait_until(lambda: not any(_running(w) for w in workers), "the orphaned workers to end", 30)
 
 
 def test_calibrate_reports_error_ceiling_and_workers(tmp_path):

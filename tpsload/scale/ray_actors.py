@@ -1,27 +1,31 @@
 """--ray: the workers of --workers as Ray actors, placed on the nodes of a Ray cluster.
 
-Each actor runs the same worker code as a local process (workers.run_share). What
+Each actor runs the same worker code as a local process (scale/local.run_share). What
 changes across machines is the clock: monotonic clocks of different nodes share no
 origin, so the coordinator measures each node's wall-clock offset (a round trip, the
 midpoint), gives every actor the shared start and schedule in its own monotonic time,
 and maps records back onto its own timeline. Ray is imported only here, only when asked.
+
+Actors hear of Ctrl-C from the coordinator (stop, then cancel), as worker processes do
+from their parent.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
-import signal
 import socket
 import time
+from array import array
 from time import perf_counter_ns
 from typing import Any, Callable
 
 from tpsload.config import RunConfig
 from tpsload.core.runner import RunState, Share
+from tpsload.core.signals import Relay
 from tpsload.errors import TpsloadError
-from tpsload.scale.processes import START_LEAD_NS, Control, merge, run_share, split
+from tpsload.scale.local import run_share
+from tpsload.scale.processes import START_LEAD_NS, merge, split
 from tpsload.workload.spec import Workload
 
 NAMESPACE = "tpsload"
@@ -64,21 +68,41 @@ class _Worker:
     """The actor (decorated with ray.remote at run time, so this module imports without Ray)."""
 
     def __init__(self) -> None:
-        self.control = Control()
+        self.relay = Relay()
 
     async def clock(self) -> tuple[int, int, str]:
         return time.time_ns(), time.time_ns() - perf_counter_ns(), socket.gethostname()
 
     async def run(self, cfg: RunConfig, share: Share, workload: Workload, llama_cpp: bool, delta: int
                   ) -> dict[str, Any]:
-        return await run_share(cfg, shift(share, delta), workload, llama_cpp, control=self.control)
+        return await run_share(cfg, shift(share, delta), workload, llama_cpp, self.relay)
 
-    async def stop(self, reason: str, grace_s: float) -> None:
-        self.control.stop(reason, grace_s)
+    async def stop(self, reason: str) -> None:
+        self.relay.stop(reason)
+
+    async def cancel_all(self) -> None:
+        self.relay.cancel_all()
+
+
+class _Actors:
+    """The coordinator's stop and cancel, told to every actor."""
+
+    def __init__(self, state: RunState, actors: list[Any]) -> None:
+        self.state = state
+        self.actors = actors
+
+    def stop(self, reason: str) -> None:
+        self.state.stop(reason)
+        for a in self.actors:
+            a.stop.remote(reason)
+
+    def cancel_all(self) -> None:
+        for a in self.actors:
+            a.cancel_all.remote()
 
 
 async def run_ray(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, state: RunState,
-                  progress: Callable[[RunState], None] | None) -> None:
+                  progress: Callable[[RunState], None] | None, relay: Relay) -> None:
     ray = connect(cfg.scale.ray_address or "local", n)
     options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0, "max_concurrency": 4}
     if cfg.scale.ray_spread:
@@ -86,40 +110,27 @@ async def run_ray(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, s
     actor_cls = ray.remote(_Worker)
     run_id = f"{os.getpid()}-{time.time_ns()}"
     actors = [actor_cls.options(name=f"tpsload-{run_id}-worker-{w}", **options).remote() for w in range(n)]
-    my_wmm, my_host = time.time_ns() - perf_counter_ns(), socket.gethostname()
-    # each node's clock: the round-trip midpoint against ours
-    offsets, hosts, deltas = [], [], []
-    for a in actors:
-        t0 = time.time_ns()
-        their_wall, their_wmm, host = await a.clock.remote()
-        t1 = time.time_ns()
-        off = 0 if host == my_host else their_wall - (t0 + t1) // 2
-        offsets.append(off)
-        hosts.append(host)
-        # our monotonic time -> theirs: the same instant on both clocks
-        deltas.append(0 if host == my_host else off + my_wmm - their_wmm)
-    loop = asyncio.get_running_loop()
-    start = perf_counter_ns() + START_LEAD_NS
-    refs = [a.run.remote(sub, share, workload, llama_cpp, deltas[w])
-            for w, (a, (sub, share)) in enumerate(zip(actors, split(cfg, n, start), strict=True))]
-
-    def forward(sig: int) -> None:
-        if state.signal is None:
-            state.signal = sig
-            state.stop_reason = f"interrupted ({signal.Signals(sig).name})"
-            for a in actors:
-                a.stop.remote(state.stop_reason, cfg.load.grace_s)
-        else:  # a second Ctrl-C: stop now
-            for a in actors:
-                a.stop.remote(state.stop_reason or "interrupted", 0.0)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, forward, sig)
-        except (NotImplementedError, RuntimeError):
-            pass
+    relay.attach(_Actors(state, actors))
+    my_host = socket.gethostname()
     results = []
+    hosts: list[str] = []
     try:
+        my_wmm = time.time_ns() - perf_counter_ns()
+        # each node's clock: the round-trip midpoint against ours
+        offsets, deltas = [], []
+        for a in actors:
+            t0 = time.time_ns()
+            their_wall, their_wmm, host = await a.clock.remote()
+            t1 = time.time_ns()
+            off = 0 if host == my_host else their_wall - (t0 + t1) // 2
+            offsets.append(off)
+            hosts.append(host)
+            # our monotonic time -> theirs: the same instant on both clocks
+            deltas.append(0 if host == my_host else off + my_wmm - their_wmm)
+        start = perf_counter_ns() + START_LEAD_NS
+        refs = [] if state.stopping else [
+            a.run.remote(sub, share, workload, llama_cpp, deltas[w])
+            for w, (a, (sub, share)) in enumerate(zip(actors, split(cfg, n, start), strict=True))]
         for w, ref in enumerate(refs):
             try:
                 r = await ref
@@ -136,11 +147,7 @@ async def run_ray(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, s
             r["clock_offset_ms"] = offsets[w] / 1e6
             results.append(r)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
+        relay.detach()
         for a in actors:
             ray.kill(a)
     merge(state, results)
@@ -161,6 +168,4 @@ def _rebase(rec: Any, delta: int) -> None:
         if v is not None:
             setattr(rec, f, v + delta)
     if len(rec.chunk_times):
-        from array import array
-
         rec.chunk_times = array("q", (t + delta for t in rec.chunk_times))
