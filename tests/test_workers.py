@@ -1,18 +1,24 @@
 """--workers: the load split over processes, merged into one result of the same form."""
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from time import perf_counter_ns
 
 import pytest
 
 from conftest import load_json, mock_arrivals, tpsload, wait_until
 from tpsload.config import RunConfig
+from tpsload.core.client import open_client
+from tpsload.core.runner import Runner, RunState, Share
 from tpsload.mock import MockProcess
 from tpsload.scale.processes import apportion, split
+from tpsload.workload.prepare import params
+from tpsload.workload.spec import RequestSpec, Workload
 
 
 def test_apportion_is_exact():
@@ -189,6 +195,46 @@ def test_workers_end_when_their_parent_is_killed(mock_server, tmp_path):
     proc.kill()  # SIGKILL: no word to the workers, who would otherwise go on for 100000 requests
     proc.communicate(timeout=30)
     wait_until(lambda: not any(_running(w) for w in workers), "the orphaned workers to end", 30)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cpu_meter_covers_the_load_only(mock_server, tmp_path, workers):
+    # the prompt preparation's first request (the template-overhead probe) stalls 3 s before the load
+    m = mock_server(ttft_ms=20, itl_ms=5, fault=["stall_first:n=1"], stall_s=3)
+    res, _ = run(m.base_url, tmp_path, "cpu", "-c", "2", "-n", "12", "--max-tokens", "10", "--input-tokens", "16",
+                 "--workers", str(workers))
+    assert res["summary"]["requests_ok"] == 12
+    duration = res["summary"]["duration_s"]
+    h = res["client_health"]
+    meters = h["workers"] if workers > 1 else [h]
+    assert len(meters) == workers
+    for w in meters:
+        wall = w["cpu_s"] / w["cpu_share"]  # the meter's wall time
+        # from the start of the load (each worker's shared start instant) to its end: not the
+        # pre-flight, the 3 s preparation, nor the workers' start lead
+        assert wall < duration + 0.3, (wall, duration)
+
+
+def test_a_workers_cpu_meter_starts_at_the_shared_start(mock_server):
+    # a worker waits for the instant all workers start on; its CPU share is judged from there
+    m = mock_server(ttft_ms=20, itl_ms=5)
+    cfg = RunConfig.of(base_url=m.base_url, concurrency=2, requests=6, max_tokens=10, single=False)
+    workload = Workload([RequestSpec(prompt="hi")], params(cfg, "tpsload-mock", {}), {})
+
+    async def main():
+        start = perf_counter_ns() + 1_000_000_000  # a start lead of 1 s
+        state = RunState()
+        client = open_client(cfg, False)
+        try:
+            await Runner(cfg, client, workload, state, share=Share(indices=tuple(range(6)), start_ns=start)).run()
+        finally:
+            await client.close()
+        return state, start
+
+    state, start = asyncio.run(main())
+    assert len(state.records) == 6 and all(r.ok and r.t_send >= start for r in state.records)
+    load_s = (max(r.t_done for r in state.records) - start) / 1e9
+    assert 0 < state.wall_s < load_s + 0.1, (state.wall_s, load_s)  # not the 1 s of waiting before it
 
 
 def test_calibrate_reports_error_ceiling_and_workers(tmp_path):

@@ -140,12 +140,14 @@ class Runner:
         # collector's sight, or a full collection of it stalls the loop for ~10 ms mid-run.
         gc.collect()
         gc.freeze()
-        st.lags.start()
         ticker = asyncio.get_running_loop().create_task(self._tick()) if self.progress else None
         try:
             cfg = self.cfg
-            if self.share and self.share.start_ns and not cfg.load.rate:
+            if self.share and self.share.start_ns:  # every worker starts on this instant
                 await _sleep_until(self.share.start_ns)
+            # the client's instruments cover the load only: not pre-flight, preparation or a start lead
+            st.cpu.start()
+            st.lags.start()
             if cfg.load.rate:
                 await self._open_loop()
             elif cfg.load.warmup and not st.stopping:
