@@ -37,7 +37,11 @@ def test_ray_run_matches_local_workers(mock_server, tmp_path):
     assert b["itl_ms"]["mean"] == pytest.approx(a["itl_ms"]["mean"], rel=0.03)
     assert b["concurrency_achieved"] == pytest.approx(a["concurrency_achieved"], rel=0.15)
     assert remote["backend"]["kind"] == "ray" and len(remote["client_health"]["workers"]) == 2
-    assert remote["nodes"][0]["workers"] == 2 and remote["nodes"][0]["clock_offset_ms"] == 0
+    node = remote["nodes"][0]
+    assert node["workers"] == 2
+    # one host, one wall clock: the true offset is 0, so what was measured is the measurement's error,
+    # within half the (shortest) round trip, which on one machine is short
+    assert 0 < node["clock_rtt_ms"] < 20 and abs(node["clock_offset_ms"]) <= node["clock_rtt_ms"] / 2
     print(f"ray run wall {ray_wall:.1f} s (starts a local Ray instance)")
 
 

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from tpsload.core.client import open_client
 from tpsload.core.runner import Runner, RunState, Share
 from tpsload.mock import MockProcess
 from tpsload.scale.processes import apportion, split
+from tpsload.scale.ray_actors import clock_offset
 from tpsload.workload.prepare import params
 from tpsload.workload.spec import RequestSpec, Workload
 
@@ -235,6 +237,28 @@ def test_a_workers_cpu_meter_starts_at_the_shared_start(mock_server):
     assert len(state.records) == 6 and all(r.ok and r.t_send >= start for r in state.records)
     load_s = (max(r.t_done for r in state.records) - start) / 1e9
     assert 0 < state.wall_s < load_s + 0.1, (state.wall_s, load_s)  # not the 1 s of waiting before it
+
+
+def test_clock_offset_is_the_shortest_round_trip_after_a_warm_up():
+    true_offset = 123_456_789  # their wall clock minus ours, ns
+    rng = random.Random(7)
+    now = [10**15]
+    trips = []
+
+    async def read_remote():
+        # the first call waits for the actor to start (2 s, all of it on the way out); then jittered, lopsided delays
+        jitter = (rng.randint(50_000, 3_000_000), rng.randint(50_000, 3_000_000))
+        out, back = (2_000_000_000, 0) if not trips else jitter
+        now[0] += out
+        theirs = now[0] + true_offset
+        now[0] += back
+        trips.append(out + back)
+        return theirs
+
+    offset, rtt = asyncio.run(clock_offset(read_remote, samples=7, now=lambda: now[0]))
+    assert len(trips) == 8 and rtt == min(trips[1:])
+    assert abs(offset - true_offset) <= rtt / 2  # the midpoint's bound, far inside the start-up's 1 s
+    assert abs(offset - true_offset) < 1_500_000
 
 
 def test_calibrate_reports_error_ceiling_and_workers(tmp_path):

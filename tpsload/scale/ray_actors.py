@@ -2,9 +2,10 @@
 
 Each actor runs the same worker code as a local process (scale/local.run_share). What
 changes across machines is the clock: monotonic clocks of different nodes share no
-origin, so the coordinator measures each node's wall-clock offset (a round trip, the
-midpoint), gives every actor the shared start and schedule in its own monotonic time,
-and maps records back onto its own timeline. Ray is imported only here, only when asked.
+origin, so the coordinator measures each node's wall-clock offset (the midpoint of the
+shortest of several round trips, after one that wakes the actor up), gives every actor
+the shared start and schedule in its own monotonic time, and maps records back onto its
+own timeline. Ray is imported only here, only when asked.
 
 Actors hear of Ctrl-C from the coordinator (stop, then cancel), as worker processes do
 from their parent.
@@ -12,13 +13,14 @@ from their parent.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import socket
 import time
 from array import array
 from time import perf_counter_ns
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from tpsload.config import RunConfig
 from tpsload.core.runner import RunState, Share
@@ -29,6 +31,8 @@ from tpsload.scale.processes import START_LEAD_NS, merge, split
 from tpsload.workload.spec import Workload
 
 NAMESPACE = "tpsload"
+# round trips per node for its clock offset; the shortest one is kept
+CLOCK_SAMPLES = 7
 
 
 def _ray() -> Any:
@@ -64,14 +68,37 @@ def shift(share: Share, delta: int) -> Share:
         times_ns=None if share.times_ns is None else tuple(t + delta for t in share.times_ns))
 
 
+async def clock_offset(read_remote: Callable[[], Awaitable[int]], samples: int = CLOCK_SAMPLES,
+                       now: Callable[[], int] = time.time_ns) -> tuple[int, int]:
+    """(their wall clock minus ours, the round trip it was read in), in ns.
+
+    Their reading lies somewhere within the round trip, so the midpoint is off by at most
+    half of it: the shortest of several round trips bounds the error best. The first call
+    is not one of them: it may include the actor's start-up (seconds, and all on one side).
+    """
+    await read_remote()
+    best: tuple[int, int] | None = None
+    for _ in range(max(1, samples)):
+        t0 = now()
+        theirs = await read_remote()
+        t1 = now()
+        if best is None or t1 - t0 < best[1]:
+            best = (theirs - (t0 + t1) // 2, t1 - t0)
+    assert best is not None
+    return best
+
+
 class _Worker:
     """The actor (decorated with ray.remote at run time, so this module imports without Ray)."""
 
     def __init__(self) -> None:
         self.relay = Relay()
 
-    async def clock(self) -> tuple[int, int, str]:
-        return time.time_ns(), time.time_ns() - perf_counter_ns(), socket.gethostname()
+    async def where(self) -> tuple[int, str]:
+        return time.time_ns() - perf_counter_ns(), socket.gethostname()
+
+    async def clock(self) -> int:
+        return time.time_ns()
 
     async def run(self, cfg: RunConfig, share: Share, workload: Workload, llama_cpp: bool, delta: int
                   ) -> dict[str, Any]:
@@ -115,18 +142,13 @@ async def run_ray(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, s
     results = []
     hosts: list[str] = []
     try:
+        wheres = await asyncio.gather(*(a.where.remote() for a in actors))  # every actor is up
         my_wmm = time.time_ns() - perf_counter_ns()
-        # each node's clock: the round-trip midpoint against ours
-        offsets, deltas = [], []
-        for a in actors:
-            t0 = time.time_ns()
-            their_wall, their_wmm, host = await a.clock.remote()
-            t1 = time.time_ns()
-            off = 0 if host == my_host else their_wall - (t0 + t1) // 2
-            offsets.append(off)
-            hosts.append(host)
-            # our monotonic time -> theirs: the same instant on both clocks
-            deltas.append(0 if host == my_host else off + my_wmm - their_wmm)
+        hosts = [host for _, host in wheres]
+        clocks = [await clock_offset(lambda a=a: a.clock.remote()) for a in actors]  # one at a time: no queueing
+        # our monotonic time -> each actor's: the same instant on both clocks (one clock on one host)
+        deltas = [0 if host == my_host else off + my_wmm - their_wmm
+                  for (their_wmm, host), (off, _) in zip(wheres, clocks, strict=True)]
         start = perf_counter_ns() + START_LEAD_NS
         refs = [] if state.stopping else [
             a.run.remote(sub, share, workload, llama_cpp, deltas[w])
@@ -144,7 +166,7 @@ async def run_ray(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, s
                 for rec in r["records"]:
                     _rebase(rec, -deltas[w])
                 r["t0"] -= deltas[w]
-            r["clock_offset_ms"] = offsets[w] / 1e6
+            r["clock_offset_ms"], r["clock_rtt_ms"] = clocks[w][0] / 1e6, clocks[w][1] / 1e6
             results.append(r)
     finally:
         relay.detach()
@@ -154,7 +176,7 @@ async def run_ray(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, s
     nodes: dict[str, dict[str, Any]] = {}
     for w, r in zip(state.workers, results, strict=True):
         node = nodes.setdefault(r["host"], {"host": r["host"], "workers": 0, "clock_offset_ms": r["clock_offset_ms"],
-                                            "client_bound": False, "reasons": []})
+                                            "clock_rtt_ms": r["clock_rtt_ms"], "client_bound": False, "reasons": []})
         node["workers"] += 1
         node["client_bound"] = node["client_bound"] or w["client_bound"]
         node["reasons"] += w["reasons"]
