@@ -187,6 +187,25 @@ def test_terminal_ctrl_c_reaches_every_worker_once_and_grace_holds(mock_server, 
     assert "Traceback" not in err and err.count("SIGINT again") == 1
 
 
+def test_terminal_ctrl_c_while_workers_start_up(mock_server, tmp_path):
+    m = mock_server(ttft_ms=20, itl_ms=30)
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n",
+                             "1000", "--max-tokens", "40", "--workers", "2", "--json", str(out), "--grace", "30",
+                             "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _workers_of(proc.pid, 2)  # spawned: still importing
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err  # no worker died of a KeyboardInterrupt
+    res = load_json(out)
+    assert res["partial"] and "SIGINT" in res["stop_reason"] and "died" not in res["stop_reason"]
+    assert len(res["client_health"]["workers"]) == 2 and res["accounting"]["balanced"]
+
+
 def test_workers_end_when_their_parent_is_killed(mock_server, tmp_path):
     m = mock_server(ttft_ms=20, itl_ms=30)
     proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n",

@@ -8,6 +8,7 @@ reach the runner through its stop() and cancel_all() (core/signals.py).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 from dataclasses import dataclass, field
 from time import perf_counter_ns
@@ -54,6 +55,13 @@ class Share:
         if self.indices is not None:
             return self.indices[k]
         return self.first + k * self.stride
+
+    def shifted(self, delta: int) -> "Share":
+        """The same share `delta` ns later (or on another clock)."""
+        return dataclasses.replace(
+            self, start_ns=None if self.start_ns is None else self.start_ns + delta,
+            deadline_ns=None if self.deadline_ns is None else self.deadline_ns + delta,
+            times_ns=None if self.times_ns is None else tuple(t + delta for t in self.times_ns))
 
 
 @dataclass

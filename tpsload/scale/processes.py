@@ -2,8 +2,9 @@
 
 The parent splits the run exactly (concurrency, request counts in proportion, or the
 open-loop schedule round-robin), starts every worker on one shared instant of the
-machine-wide monotonic clock, and merges the raw per-request records into one run: the
-result has the same form as a single-process run, plus each worker's client health.
+machine-wide monotonic clock, set once every worker has said it is ready (however long
+their interpreters took to start), and merges the raw per-request records into one run:
+the result has the same form as a single-process run, plus each worker's client health.
 
 Workers ignore SIGINT and SIGTERM: a terminal's Ctrl-C reaches the whole process group,
 and a worker that took it as its own would count the parent's word as a second Ctrl-C
@@ -29,12 +30,15 @@ from tpsload.core.signals import Relay, children_ignore_signals, ignore_signals
 from tpsload.scale.local import run_share
 from tpsload.workload.spec import Workload
 
-# time for spawned interpreters to import and connect before the shared start
-START_LEAD_NS = 1_500_000_000
+# from the moment every worker is ready to the shared start: time for the word to reach them all
+START_LEAD_NS = 200_000_000
 # a worker per this many streams when --workers auto (and never more than the cores)
 STREAMS_PER_WORKER = 128
-# the parent's messages to a worker: stop (start no new request; in-flight ones may finish), cancel (now)
-STOP, CANCEL = "stop", "cancel"
+# a worker's first word to the parent: it is in its event loop, waiting for the start
+READY = ("ready",)
+# the parent's words to a worker: start (at this instant), stop (start no new request; in-flight
+# ones may finish), cancel (now)
+START, STOP, CANCEL = "start", "stop", "cancel"
 
 
 def workers_for(cfg: RunConfig) -> int:
@@ -109,14 +113,19 @@ class _Workers:
 
     def _tell(self, message: tuple[str, ...]) -> None:
         for c in self.controls:
-            try:
-                c.send(message)
-            except OSError:  # that worker has finished (or died) already
-                pass
+            _send(c, message)
 
 
-def _listen(control: Connection, relay: Relay) -> Callable[[], None]:
-    """The parent's messages -> this worker's relay. Returns the function that stops listening."""
+def _send(control: Connection, message: tuple[Any, ...]) -> None:
+    try:
+        control.send(message)
+    except OSError:  # that worker has finished (or died) already
+        pass
+
+
+def _listen(control: Connection, relay: Relay, start: asyncio.Future[int | None]) -> Callable[[], None]:
+    """The parent's messages -> the shared start and this worker's relay. Returns the function that
+    stops listening."""
     loop = asyncio.get_running_loop()
     fd = control.fileno()
 
@@ -127,8 +136,13 @@ def _listen(control: Connection, relay: Relay) -> Callable[[], None]:
             loop.remove_reader(fd)
             relay.stop("the parent process is gone")
             relay.cancel_all()
+            if not start.done():
+                start.set_result(None)
             return
-        if message[0] == STOP:
+        if message[0] == START:
+            if not start.done():
+                start.set_result(message[1])
+        elif message[0] == STOP:
             relay.stop(message[1])
         elif message[0] == CANCEL:
             relay.cancel_all()
@@ -137,12 +151,17 @@ def _listen(control: Connection, relay: Relay) -> Callable[[], None]:
     return lambda: loop.remove_reader(fd)
 
 
-async def _worker(control: Connection, cfg: RunConfig, share: Share, workload: Workload, llama_cpp: bool,
-                  progress: Callable[[RunState], None]) -> dict[str, Any]:
+async def _worker(conn: Connection, control: Connection, cfg: RunConfig, share: Share, workload: Workload,
+                  llama_cpp: bool, progress: Callable[[RunState], None]) -> dict[str, Any]:
     relay = Relay()
-    unlisten = _listen(control, relay)
+    start: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+    unlisten = _listen(control, relay, start)
     try:
-        return await run_share(cfg, share, workload, llama_cpp, relay, progress)
+        conn.send(READY)
+        start_ns = await start
+        # the share was planned from instant 0: now it is on the shared start
+        shared = share.shifted(start_ns if start_ns is not None else perf_counter_ns())
+        return await run_share(cfg, shared, workload, llama_cpp, relay, progress)
     finally:
         unlisten()
 
@@ -155,7 +174,7 @@ def _worker_main(conn: Connection, control: Connection, cfg: RunConfig, share: S
     def progress(st: RunState) -> None:
         done[slot] = st.done
 
-    result = run_async(_worker(control, cfg, share, workload, llama_cpp, progress))
+    result = run_async(_worker(conn, control, cfg, share, workload, llama_cpp, progress))
     try:
         conn.send(result)
     except OSError:  # the parent is gone
@@ -168,10 +187,9 @@ async def run_processes(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: 
     """Run the load over n processes and merge their records into `state`."""
     ctx = mp.get_context("spawn")  # a fresh interpreter: forking a running event loop is unsafe
     done = ctx.Array("l", n, lock=False)
-    start_ns = perf_counter_ns() + START_LEAD_NS
     procs: list[tuple[Any, Connection, Connection]] = []
     with children_ignore_signals():
-        for w, (sub, share) in enumerate(split(cfg, n, start_ns)):
+        for w, (sub, share) in enumerate(split(cfg, n, 0)):  # planned from 0, shifted onto the shared start
             results, child = ctx.Pipe(duplex=False)
             listen, control = ctx.Pipe(duplex=False)
             p = ctx.Process(target=_worker_main, args=(child, listen, sub, share, workload, llama_cpp, done, w),
@@ -193,8 +211,15 @@ async def run_processes(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: 
     ticker = loop.create_task(tick())
     received: list[dict[str, Any] | None] = []
     try:
-        for p, conn, _ in procs:
+        ready = [await loop.run_in_executor(None, _ready, conn) for _, conn, _ in procs]
+        start_ns = perf_counter_ns() + START_LEAD_NS
+        for (_, _, control), ok in zip(procs, ready, strict=True):
+            if ok:
+                _send(control, (START, start_ns))
+        for (p, conn, _), ok in zip(procs, ready, strict=True):
             try:
+                if not ok:
+                    raise EOFError
                 received.append(await loop.run_in_executor(None, _receive, conn))
             except EOFError:
                 await loop.run_in_executor(None, p.join, 5)
@@ -208,6 +233,13 @@ async def run_processes(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: 
             control.close()
             p.join(5)
     merge(state, [r for r in received if r is not None])
+
+
+def _ready(conn: Connection) -> bool:
+    try:
+        return conn.recv() == READY
+    except EOFError:  # it died starting up
+        return False
 
 
 def _receive(conn: Connection) -> dict[str, Any]:

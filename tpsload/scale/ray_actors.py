@@ -14,7 +14,6 @@ from their parent.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import socket
 import time
@@ -27,12 +26,14 @@ from tpsload.core.runner import RunState, Share
 from tpsload.core.signals import Relay
 from tpsload.errors import TpsloadError
 from tpsload.scale.local import run_share
-from tpsload.scale.processes import START_LEAD_NS, merge, split
+from tpsload.scale.processes import merge, split
 from tpsload.workload.spec import Workload
 
 NAMESPACE = "tpsload"
 # round trips per node for its clock offset; the shortest one is kept
 CLOCK_SAMPLES = 7
+# from the run calls (each carrying its share and the workload) to the shared start
+START_LEAD_NS = 1_500_000_000
 
 
 def _ray() -> Any:
@@ -58,14 +59,6 @@ def connect(address: str, workers: int) -> Any:
         except Exception as e:  # Ray's own errors: unreachable address, version mismatch
             raise TpsloadError(f"--ray {address}: cannot connect to Ray ({e.__class__.__name__}: {e})") from None
     return ray
-
-
-def shift(share: Share, delta: int) -> Share:
-    """The share in another clock's monotonic time."""
-    return dataclasses.replace(
-        share, start_ns=None if share.start_ns is None else share.start_ns + delta,
-        deadline_ns=None if share.deadline_ns is None else share.deadline_ns + delta,
-        times_ns=None if share.times_ns is None else tuple(t + delta for t in share.times_ns))
 
 
 async def clock_offset(read_remote: Callable[[], Awaitable[int]], samples: int = CLOCK_SAMPLES,
@@ -102,7 +95,7 @@ class _Worker:
 
     async def run(self, cfg: RunConfig, share: Share, workload: Workload, llama_cpp: bool, delta: int
                   ) -> dict[str, Any]:
-        return await run_share(cfg, shift(share, delta), workload, llama_cpp, self.relay)
+        return await run_share(cfg, share.shifted(delta), workload, llama_cpp, self.relay)
 
     async def stop(self, reason: str) -> None:
         self.relay.stop(reason)
