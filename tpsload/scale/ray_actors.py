@@ -70,15 +70,14 @@ async def clock_offset(read_remote: Callable[[], Awaitable[int]], samples: int =
     is not one of them: it may include the actor's start-up (seconds, and all on one side).
     """
     await read_remote()
-    best: tuple[int, int] | None = None
+    trips = []
     for _ in range(max(1, samples)):
         t0 = now()
         theirs = await read_remote()
         t1 = now()
-        if best is None or t1 - t0 < best[1]:
-            best = (theirs - (t0 + t1) // 2, t1 - t0)
-    assert best is not None
-    return best
+        trips.append((t1 - t0, theirs - (t0 + t1) // 2))
+    rtt, offset = min(trips)
+    return offset, rtt
 
 
 class _Worker:
