@@ -152,15 +152,20 @@ def test_a_killed_worker_leaves_a_partial_result_naming_it(mock_server, tmp_path
     assert "Traceback" not in err
 
 
+def _in_own_group(m, out):
+    """A long run with 2 workers in a process group of its own, as a shell starts a command."""
+    return subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n",
+                             "1000", "--max-tokens", "40", "--workers", "2", "--json", str(out), "--grace", "30",
+                             "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
 def test_terminal_ctrl_c_reaches_every_worker_once_and_grace_holds(mock_server, tmp_path):
     # A terminal's Ctrl-C goes to the whole process group: the parent and every worker. The parent
     # tells the workers too, and a worker that counted both would cancel at once, ignoring --grace.
     m = mock_server(ttft_ms=20, itl_ms=30)  # a request takes ~1.2 s: well within --grace
     out = tmp_path / "r.json"
-    proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n",
-                             "1000", "--max-tokens", "40", "--workers", "2", "--json", str(out), "--grace", "30",
-                             "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = _in_own_group(m, out)
     try:
         workers = _workers_of(proc.pid, 2)
         wait_until(lambda: mock_arrivals(m) >= 4, "4 requests in flight")
@@ -190,10 +195,7 @@ def test_terminal_ctrl_c_reaches_every_worker_once_and_grace_holds(mock_server, 
 def test_terminal_ctrl_c_while_workers_start_up(mock_server, tmp_path):
     m = mock_server(ttft_ms=20, itl_ms=30)
     out = tmp_path / "r.json"
-    proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n",
-                             "1000", "--max-tokens", "40", "--workers", "2", "--json", str(out), "--grace", "30",
-                             "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = _in_own_group(m, out)
     try:
         _workers_of(proc.pid, 2)  # spawned: still importing
         os.killpg(proc.pid, signal.SIGINT)
