@@ -66,3 +66,41 @@ def llama_server():
     yield get
     for s in running.values():
         s.stop()
+
+
+def mock_arrivals(m):
+    """How many requests the mock has received so far (its /mock/log): a run's progress, seen from the server."""
+    import urllib.request
+
+    with urllib.request.urlopen(m.base_url.rsplit("/v1", 1)[0] + "/mock/log", timeout=10) as r:
+        return len(json.load(r))
+
+
+def wait_until(check, what, timeout=60.0):
+    """Poll check() until it holds: wait for readiness instead of guessing how long it takes."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def wait_for_line(stream, needle, timeout=60.0):
+    """Read a pipe (straight from its fd: nothing is left in a buffer for a later communicate()) until
+    `needle` shows; returns what was read."""
+    import os
+    import selectors
+    import time
+
+    seen = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream.fileno(), selectors.EVENT_READ)
+        while needle.encode() not in seen:
+            assert time.monotonic() < deadline, f"timed out waiting for {needle!r} in {seen!r}"
+            if sel.select(timeout=0.1):
+                chunk = os.read(stream.fileno(), 65536)
+                assert chunk, f"the stream ended before {needle!r}: {seen!r}"
+                seen += chunk
+    return seen.decode(errors="replace")

@@ -3,13 +3,15 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from conftest import load_json, tpsload
+from conftest import load_json, mock_arrivals, tpsload, wait_for_line, wait_until
 
 KEY = "sk-test-SECRET-4242"
 
@@ -60,7 +62,7 @@ def test_ctrl_c_writes_partial_result(mock_server, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "8", "-n",
                              "100000", "--max-tokens", "50", "--json", str(out), "--grace", "0.2", "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)
+    wait_until(lambda: mock_arrivals(m) >= 20, "20 requests at the mock")  # so 12 or more have finished
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
@@ -79,7 +81,7 @@ def test_sigterm_writes_partial_result(mock_server, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4",
                              "--duration", "60s", "--json", str(out), "--grace", "0", "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+    wait_until(lambda: mock_arrivals(m) >= 4, "the load to start")
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == 143
@@ -133,9 +135,9 @@ def test_second_ctrl_c_stops_at_once_and_still_writes(mock_server, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n",
                              "1000", "--max-tokens", "200", "--json", str(out), "--grace", "60", "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    wait_until(lambda: mock_arrivals(m) >= 4, "4 requests in flight")
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    wait_for_line(proc.stderr, "SIGINT again")  # the first was heard (two signals at once may merge into one)
     t = time.monotonic()
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
@@ -188,3 +190,62 @@ def test_url_credentials_kept_out_of_errors_and_sweeps(mock_server, tmp_path):
     for text in (out.read_text(), p.stdout, p.stderr):
         assert PASSWORD not in text and COOKIE not in text
     assert load_json(out)["base_config"]["base_url"] == m.base_url
+
+
+class StalledServer:
+    """Accepts connections on 127.0.0.1 and never answers: a server hung in pre-flight."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.asked = threading.Event()
+        self.conns = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        try:
+            while True:
+                conn, _ = self.sock.accept()
+                self.conns.append(conn)
+                if conn.recv(65536):  # the request arrived: the client now waits for an answer
+                    self.asked.set()
+        except OSError:  # closed
+            pass
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.mark.parametrize("stage", ["preflight", "preparation"])
+def test_ctrl_c_before_the_load_ends_the_run_at_once(mock_server, tmp_path, stage):
+    out = tmp_path / "r.json"
+    stalled = None
+    if stage == "preflight":
+        stalled = StalledServer()
+        base_url, args, ready = stalled.base_url, [], stalled.asked.is_set
+    else:  # the first request is the prompt preparation's probe of the server's template overhead
+        m = mock_server(ttft_ms=5, itl_ms=1, fault=["stall_first:n=1"], stall_s=60)
+        base_url, args, ready = m.base_url, ["--input-tokens", "16"], lambda: mock_arrivals(m) >= 1
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", base_url, "-c", "2", "-n",
+                                 "4", "--max-tokens", "4", "--json", str(out), "--grace", "30", "-q", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(ready, f"the {stage} request to arrive")
+        t = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+        took = time.monotonic() - t
+    finally:
+        if stalled:
+            stalled.close()
+    assert proc.returncode == 130, err
+    assert took < 5, took  # not the pre-flight's 10 s timeout, nor the 60 s stall, nor --grace
+    res = load_json(out)
+    assert res["partial"] is True and "SIGINT" in res["stop_reason"]
+    assert res["requests_started"] == 0 and res["accounting"]["balanced"]
+    assert "Traceback" not in err

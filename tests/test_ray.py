@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import load_json, tpsload
+from conftest import load_json, mock_arrivals, tpsload, wait_until
 
 ray = pytest.importorskip("ray", reason="tpsload[ray] is not installed")
 pytestmark = pytest.mark.slow
@@ -37,7 +37,11 @@ def test_ray_run_matches_local_workers(mock_server, tmp_path):
     assert b["itl_ms"]["mean"] == pytest.approx(a["itl_ms"]["mean"], rel=0.03)
     assert b["concurrency_achieved"] == pytest.approx(a["concurrency_achieved"], rel=0.15)
     assert remote["backend"]["kind"] == "ray" and len(remote["client_health"]["workers"]) == 2
-    assert remote["nodes"][0]["workers"] == 2 and remote["nodes"][0]["clock_offset_ms"] == 0
+    node = remote["nodes"][0]
+    assert node["workers"] == 2
+    # one host, one wall clock: the true offset is 0, so what was measured is the measurement's error,
+    # within half the (shortest) round trip, which on one machine is short
+    assert 0 < node["clock_rtt_ms"] < 20 and abs(node["clock_offset_ms"]) <= node["clock_rtt_ms"] / 2
     print(f"ray run wall {ray_wall:.1f} s (starts a local Ray instance)")
 
 
@@ -67,7 +71,7 @@ def test_a_lost_actor_leaves_a_partial_result_naming_it(mock_server, tmp_path):
         pids = _actor_pids()
         time.sleep(0.3)
     assert len(pids) == 2, "the run's actors never appeared"
-    time.sleep(4.0)  # both actors are sending by now
+    wait_until(lambda: mock_arrivals(m) >= 8, "the load to be under way")
     os.kill(pids[-1], signal.SIGKILL)
     _, err = proc.communicate(timeout=180)
     res = load_json(out)
@@ -98,7 +102,7 @@ def test_ctrl_c_stops_every_actor(mock_server, tmp_path):
     deadline = time.monotonic() + 90
     while len(_actor_pids()) < 2 and time.monotonic() < deadline:
         time.sleep(0.3)
-    time.sleep(3.0)
+    wait_until(lambda: mock_arrivals(m) >= 12, "12 requests at the mock", 90)  # so 8 or more have finished
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

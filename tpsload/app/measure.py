@@ -11,12 +11,13 @@ import click
 
 from tpsload.app.result import build_result, combine_repeats
 from tpsload.config import RunConfig, TpsloadError
-from tpsload.core.client import make_session, open_client
-from tpsload.core.runner import Runner, RunState
+from tpsload.core.client import make_session
+from tpsload.core.runner import RunState, run_async
+from tpsload.core.signals import Interrupted, Interrupts, interruptible
 from tpsload.core.tokens import resolve_pending
 from tpsload.render import json as export_json
 from tpsload.render.console import LiveProgress
-from tpsload.scale.processes import run_workers, workers_for
+from tpsload.scale import run_load
 from tpsload.servers.preflight import preflight
 from tpsload.workload import prepare, seeds
 from tpsload.workload.checks import context_warning, workload_checks
@@ -25,11 +26,23 @@ from tpsload.workload.tokenizer import Tokenizer
 
 
 async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], RunState]:
-    """Pre-flight, run the load, and turn the records into the result. Always returns what it has."""
+    """Pre-flight, run the load, and turn the records into the result. Always returns what it has.
+
+    Ctrl-C is heard from the first line on: during pre-flight or preparation it ends the run
+    at once (nothing is in flight yet), during the load it stops it (core/signals.py).
+    """
     started_at = dt.datetime.now(dt.timezone.utc)
     state = RunState()
-    runner = Runner(cfg, None, None, state)  # type: ignore[arg-type]
-    runner.install_signals()
+    interrupts = Interrupts(cfg.load.grace_s, notice=lambda m: click.echo(m, err=True))
+    interrupts.install()
+    try:
+        return await _measure(cfg, show_progress, started_at, state, interrupts)
+    finally:
+        interrupts.remove()
+
+
+async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime, state: RunState,
+                   interrupts: Interrupts) -> tuple[dict[str, Any], RunState]:
     server: dict[str, Any] = {"base_url": cfg.target.base_url}
     warnings: list[str] = []
     workload_desc: dict[str, Any] = {}
@@ -37,10 +50,9 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
     progress = None
     tokenizer: Tokenizer | None = None
     workload: Workload | None = None
-    client = None
     try:
         async with make_session(4, min(cfg.limits.timeout_s, 30.0), cfg.target.insecure) as probe:
-            info = await preflight(cfg, probe)
+            info = await interruptible(interrupts, preflight(cfg, probe))
         model = info.model
         server.update(info.server)
         warnings += info.warnings
@@ -48,7 +60,7 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
             click.echo(f"warning: {w}", err=True)
         tokenizer = Tokenizer(cfg.workload.tokenizer, notice=lambda m: click.echo(m, err=True))
         async with make_session(8, min(cfg.limits.timeout_s, 60.0), cfg.target.insecure) as prep:
-            workload = await prepare.build(cfg, prep, model, server, tokenizer)
+            workload = await interruptible(interrupts, prepare.build(cfg, prep, model, server, tokenizer))
         if cfg.workload.save_prompts:
             export_json.write_text(cfg.workload.save_prompts, workload.dump())
         workload_desc = workload.describe()
@@ -59,32 +71,20 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
         if show_progress:
             total = (cfg.load.requests + cfg.load.warmup) if cfg.load.requests is not None else None
             progress = LiveProgress(sys.stderr, total, None if total else cfg.load.duration_s)
-        if cfg.scale.ray_address:
-            from tpsload.scale.ray_actors import run_ray
-
-            runner.remove_signals()
-            await run_ray(cfg, workload, info.llama_cpp, workers_for(cfg), state, progress)
-        elif workers_for(cfg) > 1:
-            runner.remove_signals()
-            await run_workers(cfg, workload, info.llama_cpp, workers_for(cfg), state, progress)
-        else:
-            client = open_client(cfg, info.llama_cpp)
-            runner.client = client
-            runner.workload = workload
-            runner.progress = progress
-            await runner.run()
+        await run_load(cfg, workload, info.llama_cpp, state, progress, interrupts)
+    except Interrupted:
+        pass  # before the load: nothing was measured, and the result says so
     except TpsloadError:
         raise
     except Exception as e:  # a bug of ours must not lose what was measured
-        runner.stop(f"internal error: {e.__class__.__name__}: {e}")
-        state.cpu_s, state.wall_s = state.cpu.read()
+        state.stop(f"internal error: {e.__class__.__name__}: {e}")
         state.internal_error = e
     finally:
-        runner.remove_signals()
-        if client:
-            await client.close()
         if progress:
             progress.close()
+    if interrupts.signal is not None:
+        state.signal = interrupts.signal
+        state.stop(interrupts.reason or "interrupted")
     if tokenizer is None:
         tokenizer = Tokenizer(cfg.workload.tokenizer, notice=lambda m: click.echo(m, err=True))
     await asyncio.to_thread(resolve_pending, state.records, tokenizer)  # may load a tokenizer: off the loop
@@ -97,12 +97,6 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
     return result, state
 
 
-def run_async(coro: Any) -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
 
 
 def measure_repeated(cfg: RunConfig, repeat: int, show_progress: bool) -> tuple[dict[str, Any], RunState]:

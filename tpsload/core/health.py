@@ -34,11 +34,20 @@ class LoopLagSampler:
 
 
 class CpuMeter:
-    """Process CPU time (all threads) against wall time."""
+    """Process CPU time (all threads) against wall time, from start() (when the load starts: time
+    spent before it, in pre-flight, preparation or waiting for the workers' shared start, would
+    dilute the share that says whether the client kept up)."""
 
     def __init__(self) -> None:
+        self.cpu0: float | None = None
+        self.wall0 = 0.0
+
+    def start(self) -> None:
         self.cpu0 = time.process_time()
         self.wall0 = time.perf_counter()
 
     def read(self) -> tuple[float, float]:
+        """(CPU seconds, wall seconds) since start(); nothing before it."""
+        if self.cpu0 is None:
+            return 0.0, 0.0
         return time.process_time() - self.cpu0, time.perf_counter() - self.wall0

@@ -1,17 +1,18 @@
-"""Plan -> concurrent requests -> records. Closed loop, warm-up, stop conditions, signals.
+"""Plan -> concurrent requests -> records. Closed loop, warm-up, stop conditions.
 
 Records are appended as requests start, so whatever ends the run (the plan, the
-duration, Ctrl-C, an exception) leaves every started request accounted for.
+duration, Ctrl-C, an exception) leaves every started request accounted for. Signals
+reach the runner through its stop() and cancel_all() (core/signals.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
-import signal
 from dataclasses import dataclass, field
 from time import perf_counter_ns
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine, TypeVar
 
 from tpsload.config import RunConfig
 from tpsload.core.client import Client
@@ -34,7 +35,7 @@ GONE_AFTER = 16
 
 @dataclass(frozen=True)
 class Share:
-    """This process's part of a run split over worker processes (workers.py).
+    """This process's part of a run split over worker processes or Ray actors (scale/).
 
     Its config already holds its own concurrency, request and warm-up counts; the share
     says which of the run's request indices are its, and the times all workers keep.
@@ -54,6 +55,13 @@ class Share:
         if self.indices is not None:
             return self.indices[k]
         return self.first + k * self.stride
+
+    def shifted(self, delta: int) -> "Share":
+        """The same share `delta` ns later (or on another clock)."""
+        return dataclasses.replace(
+            self, start_ns=None if self.start_ns is None else self.start_ns + delta,
+            deadline_ns=None if self.deadline_ns is None else self.deadline_ns + delta,
+            times_ns=None if self.times_ns is None else tuple(t + delta for t in self.times_ns))
 
 
 @dataclass
@@ -81,6 +89,24 @@ class RunState:
     def partial(self) -> bool:
         return self.stop_reason is not None
 
+    def stop(self, reason: str) -> None:
+        """Start no new request; the first reason given is the one reported."""
+        if not self.stopping:
+            self.stopping = True
+            self.stop_reason = reason
+
+
+T = TypeVar("T")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """The event loop a run (or a worker's share of one) runs on: uvloop where installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
 
 async def _sleep_until(when: int) -> None:
     delay = when - perf_counter_ns()
@@ -101,48 +127,17 @@ class Runner:
         self.progress = progress
         self._tasks: set[asyncio.Task[None]] = set()
         self._next = 0
-        self._grace_handle: asyncio.TimerHandle | None = None
         self._connect_streak = 0
         self._measured_done = 0
         self._measured_failed = 0
 
-    # -- signals ---------------------------------------------------------------------------
-    def install_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
-                pass
-
-    def remove_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
-
-    def _on_signal(self, sig: int) -> None:
-        st = self.state
-        if st.stopping and st.signal is not None:
-            self._cancel_all()  # a second Ctrl-C: stop now, still write what we have
-            return
-        st.signal = sig
-        self.stop(f"interrupted ({signal.Signals(sig).name})")
-        self._grace_handle = asyncio.get_running_loop().call_later(self.cfg.load.grace_s, self._cancel_all)
-
+    # -- stopping: --max-errors and the like here, signals through core/signals.py -------------------
     def stop(self, reason: str) -> None:
         """Start no new request; in-flight ones may finish."""
-        if not self.state.stopping:
-            self.state.stopping = True
-            self.state.stop_reason = reason
+        self.state.stop(reason)
 
     def cancel_all(self) -> None:
         """Cancel every request in flight now (they are recorded as cancelled)."""
-        self._cancel_all()
-
-    def _cancel_all(self) -> None:
         for t in list(self._tasks):
             t.cancel()
 
@@ -153,12 +148,14 @@ class Runner:
         # collector's sight, or a full collection of it stalls the loop for ~10 ms mid-run.
         gc.collect()
         gc.freeze()
-        st.lags.start()
         ticker = asyncio.get_running_loop().create_task(self._tick()) if self.progress else None
         try:
             cfg = self.cfg
-            if self.share and self.share.start_ns and not cfg.load.rate:
+            if self.share and self.share.start_ns:  # every worker starts on this instant
                 await _sleep_until(self.share.start_ns)
+            # the client's instruments cover the load only: not pre-flight, preparation or a start lead
+            st.cpu.start()
+            st.lags.start()
             if cfg.load.rate:
                 await self._open_loop()
             elif cfg.load.warmup and not st.stopping:
@@ -169,8 +166,6 @@ class Runner:
                 limit = cfg.load.requests if cfg.load.requests is not None else None
                 await self._phase(limit, deadline, warmup=False)
         finally:
-            if self._grace_handle:
-                self._grace_handle.cancel()
             st.lags.stop()
             if ticker:
                 ticker.cancel()

@@ -2,8 +2,14 @@
 
 The parent splits the run exactly (concurrency, request counts in proportion, or the
 open-loop schedule round-robin), starts every worker on one shared instant of the
-machine-wide monotonic clock, and merges the raw per-request records into one run: the
-result has the same form as a single-process run, plus each worker's client health.
+machine-wide monotonic clock, set once every worker has said it is ready (however long
+their interpreters took to start), and merges the raw per-request records into one run:
+the result has the same form as a single-process run, plus each worker's client health.
+
+Workers ignore SIGINT and SIGTERM: a terminal's Ctrl-C reaches the whole process group,
+and a worker that took it as its own would count the parent's word as a second Ctrl-C
+and cancel at once, ignoring --grace. The parent alone listens (core/signals.py) and
+tells each worker over a pipe; a worker whose parent is gone cancels and ends.
 """
 
 from __future__ import annotations
@@ -12,23 +18,27 @@ import asyncio
 import math
 import multiprocessing as mp
 import os
-import signal
-import socket
-import time
 from multiprocessing.connection import Connection
 from time import perf_counter_ns
 from typing import Any, Callable
 
-from tpsload.analysis.health import send_lags, verdict
+from tpsload.analysis.health import verdict
 from tpsload.config import RunConfig
-from tpsload.core.runner import Runner, RunState, Share
+from tpsload.core.runner import RunState, Share, run_async
 from tpsload.core.scheduler import open_plan
+from tpsload.core.signals import Relay, children_ignore_signals, ignore_signals
+from tpsload.scale.local import run_share
 from tpsload.workload.spec import Workload
 
-# time for spawned interpreters to import and connect before the shared start
-START_LEAD_NS = 1_500_000_000
+# from the moment every worker is ready to the shared start: time for the word to reach them all
+START_LEAD_NS = 200_000_000
 # a worker per this many streams when --workers auto (and never more than the cores)
 STREAMS_PER_WORKER = 128
+# a worker's first word to the parent: it is in its event loop, waiting for the start
+READY = ("ready",)
+# the parent's words to a worker: start (at this instant), stop (start no new request; in-flight
+# ones may finish), cancel (now)
+START, STOP, CANCEL = "start", "stop", "cancel"
 
 
 def workers_for(cfg: RunConfig) -> int:
@@ -87,86 +97,109 @@ def _sub(cfg: RunConfig, concurrency: int, requests: int | None, warmup: int) ->
     return cfg.replace(concurrency=concurrency, requests=requests, warmup=warmup, workers=1)
 
 
-class Control:
-    """Lets a coordinator stop a worker's run from outside (a Ray actor has no signals)."""
+class _Workers:
+    """The coordinator's stop and cancel, told to every worker (which ignore signals of their own)."""
 
-    def __init__(self) -> None:
-        self.runner: Runner | None = None
+    def __init__(self, state: RunState, controls: list[Connection]) -> None:
+        self.state = state
+        self.controls = controls
 
-    def stop(self, reason: str, grace_s: float) -> None:
-        r = self.runner
-        if r is not None:
-            r.stop(reason)
-            r.state.signal = r.state.signal or signal.SIGINT
-            asyncio.get_running_loop().call_later(grace_s, r.cancel_all)
+    def stop(self, reason: str) -> None:
+        self.state.stop(reason)
+        self._tell((STOP, reason))
+
+    def cancel_all(self) -> None:
+        self._tell((CANCEL,))
+
+    def _tell(self, message: tuple[str, ...]) -> None:
+        for c in self.controls:
+            _send(c, message)
 
 
-async def run_share(cfg: RunConfig, share: Share, workload: Workload, llama_cpp: bool,
-                    progress: Callable[[RunState], None] | None = None, control: Control | None = None
-                    ) -> dict[str, Any]:
-    """One worker's part of a run (in a local process or a Ray actor): raw records and health."""
-    from tpsload.core.client import open_client
-
-    wall_minus_mono = time.time_ns() - perf_counter_ns()
-    state = RunState()
-    client = open_client(cfg, llama_cpp)
-    runner = Runner(cfg, client, workload, state, progress=progress, share=share)
-    if control is not None:
-        control.runner = runner
-    runner.install_signals()
+def _send(control: Connection, message: tuple[Any, ...]) -> None:
     try:
-        await runner.run()
-    except Exception as e:  # keep what was measured
-        runner.stop(f"internal error in a worker: {e.__class__.__name__}: {e}")
-        state.cpu_s, state.wall_s = state.cpu.read()
+        control.send(message)
+    except OSError:  # that worker has finished (or died) already
+        pass
+
+
+def _listen(control: Connection, relay: Relay, start: asyncio.Future[int | None]) -> Callable[[], None]:
+    """The parent's messages -> the shared start and this worker's relay. Returns the function that
+    stops listening."""
+    loop = asyncio.get_running_loop()
+    fd = control.fileno()
+
+    def on_message() -> None:
+        try:
+            message = control.recv()
+        except (EOFError, OSError):  # the parent is gone: nobody is left to wait for
+            loop.remove_reader(fd)
+            relay.stop("the parent process is gone")
+            relay.cancel_all()
+            if not start.done():
+                start.set_result(None)
+            return
+        if message[0] == START:
+            if not start.done():
+                start.set_result(message[1])
+        elif message[0] == STOP:
+            relay.stop(message[1])
+        elif message[0] == CANCEL:
+            relay.cancel_all()
+
+    loop.add_reader(fd, on_message)
+    return lambda: loop.remove_reader(fd)
+
+
+async def _worker(conn: Connection, control: Connection, cfg: RunConfig, share: Share, workload: Workload,
+                  llama_cpp: bool, progress: Callable[[RunState], None]) -> dict[str, Any]:
+    relay = Relay()
+    start: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+    unlisten = _listen(control, relay, start)
+    try:
+        conn.send(READY)
+        start_ns = await start
+        # the share was planned from instant 0: now it is on the shared start
+        shared = share.shifted(start_ns if start_ns is not None else perf_counter_ns())
+        return await run_share(cfg, shared, workload, llama_cpp, relay, progress)
     finally:
-        runner.remove_signals()
-        await client.close()
-    send, cap_wait = send_lags(state.records)
-    return {"pid": os.getpid(), "host": socket.gethostname(), "wall_minus_mono_ns": wall_minus_mono,
-            "records": state.records, "lags_ms": state.lags.lags_ms, "cpu_s": state.cpu_s, "wall_s": state.wall_s,
-            "stop_reason": state.stop_reason, "signal": state.signal, "t0": state.t0,
-            "send_lags_ms": send, "cap_waits_ms": cap_wait}
+        unlisten()
 
 
-def _worker_main(conn: Connection, cfg: RunConfig, share: Share, workload: Workload, llama_cpp: bool,
-                 done: Any, slot: int) -> None:
+def _worker_main(conn: Connection, control: Connection, cfg: RunConfig, share: Share, workload: Workload,
+                 llama_cpp: bool, done: Any, slot: int) -> None:
     """A worker process: the same runner as a single-process run, on its share."""
-    from tpsload.app.measure import run_async
+    ignore_signals()  # a terminal's Ctrl-C reaches the whole group: only the parent's word counts
 
     def progress(st: RunState) -> None:
         done[slot] = st.done
 
-    conn.send(run_async(run_share(cfg, share, workload, llama_cpp, progress)))
+    result = run_async(_worker(conn, control, cfg, share, workload, llama_cpp, progress))
+    try:
+        conn.send(result)
+    except OSError:  # the parent is gone
+        pass
     conn.close()
 
 
-async def run_workers(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, state: RunState,
-                      progress: Callable[[RunState], None] | None) -> None:
+async def run_processes(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, state: RunState,
+                        progress: Callable[[RunState], None] | None, relay: Relay) -> None:
     """Run the load over n processes and merge their records into `state`."""
     ctx = mp.get_context("spawn")  # a fresh interpreter: forking a running event loop is unsafe
     done = ctx.Array("l", n, lock=False)
-    start_ns = perf_counter_ns() + START_LEAD_NS
-    procs: list[tuple[Any, Connection]] = []
-    for w, (sub, share) in enumerate(split(cfg, n, start_ns)):
-        parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker_main, args=(child, sub, share, workload, llama_cpp, done, w), daemon=True)
-        p.start()
-        child.close()
-        procs.append((p, parent))
+    procs: list[tuple[Any, Connection, Connection]] = []
+    with children_ignore_signals():
+        for w, (sub, share) in enumerate(split(cfg, n, 0)):  # planned from 0, shifted onto the shared start
+            results, child = ctx.Pipe(duplex=False)
+            listen, control = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_worker_main, args=(child, listen, sub, share, workload, llama_cpp, done, w),
+                            daemon=True)
+            p.start()
+            child.close()
+            listen.close()
+            procs.append((p, results, control))
     loop = asyncio.get_running_loop()
-
-    def forward(sig: int) -> None:  # Ctrl-C / SIGTERM reach each worker, which stops like a single run
-        if state.signal is None:
-            state.signal = sig
-            state.stopping = True
-            state.stop_reason = f"interrupted ({signal.Signals(sig).name})"
-        for p, _ in procs:
-            if p.is_alive():
-                os.kill(p.pid, sig)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, forward, sig)
+    relay.attach(_Workers(state, [c for _, _, c in procs]))
 
     async def tick() -> None:
         while True:
@@ -176,23 +209,37 @@ async def run_workers(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: in
                 progress(state)
 
     ticker = loop.create_task(tick())
-    results: list[dict[str, Any] | None] = []
+    received: list[dict[str, Any] | None] = []
     try:
-        for p, conn in procs:
+        ready = [await loop.run_in_executor(None, _ready, conn) for _, conn, _ in procs]
+        start_ns = perf_counter_ns() + START_LEAD_NS
+        for (_, _, control), ok in zip(procs, ready, strict=True):
+            if ok:
+                _send(control, (START, start_ns))
+        for (p, conn, _), ok in zip(procs, ready, strict=True):
             try:
-                results.append(await loop.run_in_executor(None, _receive, conn))
+                if not ok:
+                    raise EOFError
+                received.append(await loop.run_in_executor(None, _receive, conn))
             except EOFError:
                 await loop.run_in_executor(None, p.join, 5)
-                results.append(None)
+                received.append(None)
                 missing = f"worker pid {p.pid} died (exit code {p.exitcode}); its requests are missing"
                 state.stop_reason = f"{state.stop_reason}; {missing}" if state.stop_reason else missing
     finally:
+        relay.detach()
         ticker.cancel()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        for p, _ in procs:
+        for p, _, control in procs:
+            control.close()
             p.join(5)
-    merge(state, [r for r in results if r is not None])
+    merge(state, [r for r in received if r is not None])
+
+
+def _ready(conn: Connection) -> bool:
+    try:
+        return conn.recv() == READY
+    except EOFError:  # it died starting up
+        return False
 
 
 def _receive(conn: Connection) -> dict[str, Any]:

@@ -1,30 +1,39 @@
 """--ray: the workers of --workers as Ray actors, placed on the nodes of a Ray cluster.
 
-Each actor runs the same worker code as a local process (workers.run_share). What
+Each actor runs the same worker code as a local process (scale/local.run_share). What
 changes across machines is the clock: monotonic clocks of different nodes share no
-origin, so the coordinator measures each node's wall-clock offset (a round trip, the
-midpoint), gives every actor the shared start and schedule in its own monotonic time,
-and maps records back onto its own timeline. Ray is imported only here, only when asked.
+origin, so the coordinator measures each node's wall-clock offset (the midpoint of the
+shortest of several round trips, after one that wakes the actor up), gives every actor
+the shared start and schedule in its own monotonic time, and maps records back onto its
+own timeline. Ray is imported only here, only when asked.
+
+Actors hear of Ctrl-C from the coordinator (stop, then cancel), as worker processes do
+from their parent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
-import signal
 import socket
 import time
+from array import array
 from time import perf_counter_ns
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from tpsload.config import RunConfig
 from tpsload.core.runner import RunState, Share
+from tpsload.core.signals import Relay
 from tpsload.errors import TpsloadError
-from tpsload.scale.processes import START_LEAD_NS, Control, merge, run_share, split
+from tpsload.scale.local import run_share
+from tpsload.scale.processes import merge, split
 from tpsload.workload.spec import Workload
 
 NAMESPACE = "tpsload"
+# round trips per node for its clock offset; the shortest one is kept
+CLOCK_SAMPLES = 7
+# from the run calls (each carrying its share and the workload) to the shared start
+START_LEAD_NS = 1_500_000_000
 
 
 def _ray() -> Any:
@@ -52,33 +61,67 @@ def connect(address: str, workers: int) -> Any:
     return ray
 
 
-def shift(share: Share, delta: int) -> Share:
-    """The share in another clock's monotonic time."""
-    return dataclasses.replace(
-        share, start_ns=None if share.start_ns is None else share.start_ns + delta,
-        deadline_ns=None if share.deadline_ns is None else share.deadline_ns + delta,
-        times_ns=None if share.times_ns is None else tuple(t + delta for t in share.times_ns))
+async def clock_offset(read_remote: Callable[[], Awaitable[int]], samples: int = CLOCK_SAMPLES,
+                       now: Callable[[], int] = time.time_ns) -> tuple[int, int]:
+    """(their wall clock minus ours, the round trip it was read in), in ns.
+
+    Their reading lies somewhere within the round trip, so the midpoint is off by at most
+    half of it: the shortest of several round trips bounds the error best. The first call
+    is not one of them: it may include the actor's start-up (seconds, and all on one side).
+    """
+    await read_remote()
+    trips = []
+    for _ in range(max(1, samples)):
+        t0 = now()
+        theirs = await read_remote()
+        t1 = now()
+        trips.append((t1 - t0, theirs - (t0 + t1) // 2))
+    rtt, offset = min(trips)
+    return offset, rtt
 
 
 class _Worker:
     """The actor (decorated with ray.remote at run time, so this module imports without Ray)."""
 
     def __init__(self) -> None:
-        self.control = Control()
+        self.relay = Relay()
 
-    async def clock(self) -> tuple[int, int, str]:
-        return time.time_ns(), time.time_ns() - perf_counter_ns(), socket.gethostname()
+    async def where(self) -> tuple[int, str]:
+        return time.time_ns() - perf_counter_ns(), socket.gethostname()
+
+    async def clock(self) -> int:
+        return time.time_ns()
 
     async def run(self, cfg: RunConfig, share: Share, workload: Workload, llama_cpp: bool, delta: int
                   ) -> dict[str, Any]:
-        return await run_share(cfg, shift(share, delta), workload, llama_cpp, control=self.control)
+        return await run_share(cfg, share.shifted(delta), workload, llama_cpp, self.relay)
 
-    async def stop(self, reason: str, grace_s: float) -> None:
-        self.control.stop(reason, grace_s)
+    async def stop(self, reason: str) -> None:
+        self.relay.stop(reason)
+
+    async def cancel_all(self) -> None:
+        self.relay.cancel_all()
+
+
+class _Actors:
+    """The coordinator's stop and cancel, told to every actor."""
+
+    def __init__(self, state: RunState, actors: list[Any]) -> None:
+        self.state = state
+        self.actors = actors
+
+    def stop(self, reason: str) -> None:
+        self.state.stop(reason)
+        for a in self.actors:
+            a.stop.remote(reason)
+
+    def cancel_all(self) -> None:
+        for a in self.actors:
+            a.cancel_all.remote()
 
 
 async def run_ray(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, state: RunState,
-                  progress: Callable[[RunState], None] | None) -> None:
+                  progress: Callable[[RunState], None] | None, relay: Relay) -> None:
     ray = connect(cfg.scale.ray_address or "local", n)
     options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0, "max_concurrency": 4}
     if cfg.scale.ray_spread:
@@ -86,40 +129,22 @@ async def run_ray(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, s
     actor_cls = ray.remote(_Worker)
     run_id = f"{os.getpid()}-{time.time_ns()}"
     actors = [actor_cls.options(name=f"tpsload-{run_id}-worker-{w}", **options).remote() for w in range(n)]
-    my_wmm, my_host = time.time_ns() - perf_counter_ns(), socket.gethostname()
-    # each node's clock: the round-trip midpoint against ours
-    offsets, hosts, deltas = [], [], []
-    for a in actors:
-        t0 = time.time_ns()
-        their_wall, their_wmm, host = await a.clock.remote()
-        t1 = time.time_ns()
-        off = 0 if host == my_host else their_wall - (t0 + t1) // 2
-        offsets.append(off)
-        hosts.append(host)
-        # our monotonic time -> theirs: the same instant on both clocks
-        deltas.append(0 if host == my_host else off + my_wmm - their_wmm)
-    loop = asyncio.get_running_loop()
-    start = perf_counter_ns() + START_LEAD_NS
-    refs = [a.run.remote(sub, share, workload, llama_cpp, deltas[w])
-            for w, (a, (sub, share)) in enumerate(zip(actors, split(cfg, n, start), strict=True))]
-
-    def forward(sig: int) -> None:
-        if state.signal is None:
-            state.signal = sig
-            state.stop_reason = f"interrupted ({signal.Signals(sig).name})"
-            for a in actors:
-                a.stop.remote(state.stop_reason, cfg.load.grace_s)
-        else:  # a second Ctrl-C: stop now
-            for a in actors:
-                a.stop.remote(state.stop_reason or "interrupted", 0.0)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, forward, sig)
-        except (NotImplementedError, RuntimeError):
-            pass
+    relay.attach(_Actors(state, actors))
+    my_host = socket.gethostname()
     results = []
+    hosts: list[str] = []
     try:
+        wheres = await asyncio.gather(*(a.where.remote() for a in actors))  # every actor is up
+        my_wmm = time.time_ns() - perf_counter_ns()
+        hosts = [host for _, host in wheres]
+        clocks = [await clock_offset(lambda a=a: a.clock.remote()) for a in actors]  # one at a time: no queueing
+        # our monotonic time -> each actor's: the same instant on both clocks (one clock on one host)
+        deltas = [0 if host == my_host else off + my_wmm - their_wmm
+                  for (their_wmm, host), (off, _) in zip(wheres, clocks, strict=True)]
+        start = perf_counter_ns() + START_LEAD_NS
+        refs = [] if state.stopping else [
+            a.run.remote(sub, share, workload, llama_cpp, deltas[w])
+            for w, (a, (sub, share)) in enumerate(zip(actors, split(cfg, n, start), strict=True))]
         for w, ref in enumerate(refs):
             try:
                 r = await ref
@@ -133,21 +158,17 @@ async def run_ray(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, s
                 for rec in r["records"]:
                     _rebase(rec, -deltas[w])
                 r["t0"] -= deltas[w]
-            r["clock_offset_ms"] = offsets[w] / 1e6
+            r["clock_offset_ms"], r["clock_rtt_ms"] = clocks[w][0] / 1e6, clocks[w][1] / 1e6
             results.append(r)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
+        relay.detach()
         for a in actors:
             ray.kill(a)
     merge(state, results)
     nodes: dict[str, dict[str, Any]] = {}
     for w, r in zip(state.workers, results, strict=True):
         node = nodes.setdefault(r["host"], {"host": r["host"], "workers": 0, "clock_offset_ms": r["clock_offset_ms"],
-                                            "client_bound": False, "reasons": []})
+                                            "clock_rtt_ms": r["clock_rtt_ms"], "client_bound": False, "reasons": []})
         node["workers"] += 1
         node["client_bound"] = node["client_bound"] or w["client_bound"]
         node["reasons"] += w["reasons"]
@@ -161,6 +182,4 @@ def _rebase(rec: Any, delta: int) -> None:
         if v is not None:
             setattr(rec, f, v + delta)
     if len(rec.chunk_times):
-        from array import array
-
         rec.chunk_times = array("q", (t + delta for t in rec.chunk_times))
