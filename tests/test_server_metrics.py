@@ -14,7 +14,7 @@ from time import perf_counter_ns
 import numpy as np
 import pytest
 
-from conftest import load_json
+from conftest import load_json, tpsload
 from tpsload.app.measure import measure
 from tpsload.config import RunConfig
 from tpsload.servers import maps, prom
@@ -352,3 +352,33 @@ def test_llama_server_without_metrics_gives_the_hint(tmp_path):
     assert sm["server"] == "llama.cpp" and sm["summary"]["slots"]["total"] == 2
     assert sm["text"][0] == hint and sm["warnings"] == []
     assert sm["text"][1].startswith("llama-server slots: up to ") and " of 2 busy" in sm["text"][1]
+
+
+def test_run_carries_server_metrics_and_the_report_draws_them(mock_server, tmp_path):
+    """End to end through the CLI: the run scrapes the server beside the load, the server's token
+    count matches ours, and the HTML report draws the run over time with both sides."""
+    m = mock_server(ttft_ms=20, itl_ms=5, metrics=True)
+    out = tmp_path / "r.json"
+    p = tpsload("run", "--base-url", m.base_url, "-c", "4", "-n", "24", "--max-tokens", "32",
+                "--server-metrics-interval", "0.2", "--json", str(out), check=0)
+    res = load_json(out)
+    sm = res["server_metrics"]
+    assert sm["server"] == "vllm" and sm["warnings"] == []
+    check = sm["summary"]["cross_check"]
+    assert check["match"] and check["client_output_tokens"] == res["summary"]["output_tokens_total"] == 24 * 32
+    client = sm["samples"]["client"]
+    assert len(client["in_flight"]) == len(sm["samples"]["t_ms"]) >= 3 and max(client["in_flight"]) == 4
+    assert any(line.startswith("server queue") for line in sm["text"]) and "server queue" in p.stdout
+    html = tmp_path / "r.html"
+    tpsload("report", str(out), "-o", str(html), check=0)
+    text = html.read_text()
+    assert "Requests over time" in text and "Output tokens per second over time" in text
+    assert "in flight (tpsload)" in text and "running (server)" in text and "generated (server)" in text
+
+
+def test_no_server_metrics_flag_skips_the_scrape(mock_server, tmp_path):
+    m = mock_server(ttft_ms=5, itl_ms=1, metrics=True)
+    out = tmp_path / "r.json"
+    tpsload("run", "--base-url", m.base_url, "-c", "2", "-n", "4", "--max-tokens", "4", "--no-server-metrics",
+            "--json", str(out), check=0)
+    assert "server_metrics" not in load_json(out)

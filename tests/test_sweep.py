@@ -306,3 +306,19 @@ def test_resume_refuses_any_other_workload(tmp_path):
     assert [lv["started_at"] for lv in final["levels"][:2]] == [lv["started_at"] for lv in first["levels"]]
     lines = [json.loads(line) for line in rec.read_text().splitlines()]
     assert collections.Counter(r["level"] for r in lines) == {1: 3, 2: 3, 4: 3}
+
+
+def test_saturation_says_what_the_server_was_doing():
+    def level(c, tput, text):
+        return {"concurrency": c, "summary": {"steady_output_throughput": tput, "output_throughput": tput,
+                                              "requests_ok": 8, "requests_failed": 0},
+                "server_metrics": {"text": text}}
+
+    levels = [level(1, 100.0, ["server queue: no request waited; up to 1 running"]),
+              level(2, 190.0, ["server (llama.cpp): 512 tokens generated", "server queue: up to 2 requests waiting"]),
+              level(4, 192.0, ["server queue: up to 6 requests waiting"])]
+    from tpsload.analysis.sweep import saturation
+
+    v = saturation(levels, "concurrency", 0.05)
+    assert v["level"] == 2 and v["server"] == ["server queue: up to 2 requests waiting"]
+    assert v["text"].endswith("the server there: server queue: up to 2 requests waiting")

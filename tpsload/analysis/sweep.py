@@ -90,8 +90,17 @@ def saturation(levels: Sequence[dict[str, Any]], key: str, tolerance: float) -> 
             "sweep higher to find where it saturates") if grows else \
         (f"throughput stops growing at {name(key, knee[key])}: {fmt(t, 0)} tok/s, within {tolerance:.0%} of the "
          f"best {fmt(best_t, 0)} tok/s (at {best[key]:g})")
+    server = server_state(knee)
+    if server and not grows:
+        text += f"; the server there: {'; '.join(server)}"
     return {"level": knee[key], "throughput": t, "best_level": best[key], "best_throughput": best_t,
-            "tolerance": tolerance, "saturated": not grows, "text": text}
+            "tolerance": tolerance, "saturated": not grows, "text": text, "server": server}
+
+
+def server_state(level: dict[str, Any]) -> list[str]:
+    """What the server said it was doing at a level (queueing, KV cache, slots), from its own metrics."""
+    lines = (level.get("server_metrics") or {}).get("text") or []
+    return [line for line in lines if any(w in line for w in ("queue:", "KV cache", "slots", "batch"))]
 
 
 def slo_frontier(levels: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:

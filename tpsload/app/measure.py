@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from tpsload.analysis import timeline
 from tpsload.app.result import build_result, combine_repeats
 from tpsload.config import RunConfig, TpsloadError
 from tpsload.core.client import make_session
@@ -18,6 +19,7 @@ from tpsload.core.tokens import resolve_pending
 from tpsload.render import json as export_json
 from tpsload.render.console import LiveProgress
 from tpsload.scale import run_load
+from tpsload.servers.metrics import MetricsScraper, Scrape, measured_window, server_metrics
 from tpsload.servers.preflight import preflight
 from tpsload.workload import prepare, seeds
 from tpsload.workload.checks import context_warning, workload_checks
@@ -50,6 +52,8 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
     progress = None
     tokenizer: Tokenizer | None = None
     workload: Workload | None = None
+    scraper: MetricsScraper | None = None
+    scrape: Scrape | None = None
     try:
         async with make_session(4, min(cfg.limits.timeout_s, 30.0), cfg.target.insecure) as probe:
             info = await interruptible(interrupts, preflight(cfg, probe))
@@ -71,6 +75,12 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
         if show_progress:
             total = (cfg.load.requests + cfg.load.warmup) if cfg.load.requests is not None else None
             progress = LiveProgress(sys.stderr, total, None if total else cfg.load.duration_s)
+        if cfg.report.server_metrics_s:
+            # the server's own view of the run, polled on its own session beside the load
+            scraper = MetricsScraper.for_run(cfg, cfg.report.server_metrics_s, llama_cpp=info.llama_cpp)
+            hint = await scraper.start()
+            if hint:
+                click.echo(hint, err=True)
         await run_load(cfg, workload, info.llama_cpp, state, progress, interrupts)
     except Interrupted:
         pass  # before the load: nothing was measured, and the result says so
@@ -82,6 +92,8 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
     finally:
         if progress:
             progress.close()
+        if scraper is not None:
+            scrape = await scraper.stop()
     if interrupts.signal is not None:
         state.signal = interrupts.signal
         state.stop(interrupts.reason or "interrupted")
@@ -92,11 +104,21 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
         observed, more = workload_checks(state.records, workload)
         workload_desc["observed"] = observed
         warnings += more
-    result = build_result(cfg, state, workload_desc, server, started_at, warnings)
-    result["model"] = model
+    result = build_result(cfg, state, workload_desc, server, started_at, warnings, model)
+    window = measured_window(state.records)
+    if scrape is not None and window is not None:
+        sm = server_metrics(scrape, *window, t0_ns=state.t0,
+                            client_requests=[(r.t_end, r.output_tokens or 0) for r in state.records
+                                             if r.ok and r.t_end is not None],
+                            client_ttft_ms=result["summary"]["ttft_ms"],
+                            concurrency=None if cfg.load.rate else cfg.load.concurrency)
+        if sm.get("samples"):
+            sm["samples"]["client"] = timeline.client_series(state.records, state.t0, sm["samples"]["t_ms"])
+        result["server_metrics"] = sm
+        result["warnings"] += sm["warnings"]
+        for w in sm["warnings"]:
+            click.echo(f"warning: {w}", err=True)
     return result, state
-
-
 
 
 def measure_repeated(cfg: RunConfig, repeat: int, show_progress: bool) -> tuple[dict[str, Any], RunState]:

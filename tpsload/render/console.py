@@ -110,7 +110,7 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
     if h.get("cap_note"):
         con.print(f"[yellow]Concurrency cap[/]: {escape(h['cap_note'])}")
     for line in (result.get("server_metrics") or {}).get("text") or ():
-        con.print(f"Server: {escape(line)}")
+        con.print(escape(line))
     if result.get("slo"):
         v = result["slo"]
         parts = []
