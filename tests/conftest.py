@@ -104,3 +104,22 @@ def wait_for_line(stream, needle, timeout=60.0):
                 assert chunk, f"the stream ended before {needle!r}: {seen!r}"
                 seen += chunk
     return seen.decode(errors="replace")
+
+
+def screenshot_colours(html, tmp_path, height=1600):
+    """Render a report in headless Chromium (offline) and count the pixels of the first two chart
+    colours (blue, orange). Fails on any console error."""
+    png = tmp_path / "r.png"
+    p = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+                        f"--window-size=1100,{height}", f"--screenshot={png}", html.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert png.exists() and png.stat().st_size > 20_000, p.stderr[-2000:]
+    assert "CONSOLE" not in p.stderr and "Uncaught" not in p.stderr
+    from matplotlib.image import imread
+
+    pixels = (imread(str(png))[..., :3] * 255).round()
+    blue = ((abs(pixels[..., 0] - 31) < 4) & (abs(pixels[..., 1] - 119) < 4) & (abs(pixels[..., 2] - 180) < 4)).sum()
+    orange = ((abs(pixels[..., 0] - 255) < 4) & (abs(pixels[..., 1] - 127) < 4) & (abs(pixels[..., 2] - 14) < 4)).sum()
+    return int(blue), int(orange)

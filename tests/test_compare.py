@@ -2,11 +2,10 @@
 
 import re
 import shutil
-import subprocess
 
 import pytest
 
-from conftest import load_json, tpsload
+from conftest import load_json, screenshot_colours, tpsload
 
 LOAD = ("-c", "8", "-n", "64", "--max-tokens", "32")
 
@@ -148,19 +147,7 @@ def test_html_report_renders_offline_in_chromium(results, tmp_path):
     assert "<script" not in text and "<link" not in text and "@import" not in text and "url(" not in text
     assert not re.search(r'(src|href)\s*=', text)
     assert text.count("<svg") == 3
-    png = tmp_path / "r.png"
-    p = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-                        "--window-size=1100,1600", f"--screenshot={png}", html.as_uri()],
-                       capture_output=True, text=True, timeout=120)
-    assert png.exists() and png.stat().st_size > 20_000, p.stderr[-2000:]
-    assert "CONSOLE" not in p.stderr and "Uncaught" not in p.stderr
-    from matplotlib.image import imread
-
-    pixels = (imread(str(png))[..., :3] * 255).round()
-    blue = ((abs(pixels[..., 0] - 31) < 4) & (abs(pixels[..., 1] - 119) < 4) & (abs(pixels[..., 2] - 180) < 4)).sum()
-    orange = ((abs(pixels[..., 0] - 255) < 4) & (abs(pixels[..., 1] - 127) < 4) & (abs(pixels[..., 2] - 14) < 4)).sum()
+    blue, orange = screenshot_colours(html, tmp_path)
     assert blue > 5_000 and orange > 5_000  # the charts' bars for A and B are drawn
 
 

@@ -4,6 +4,7 @@ beside a run (mock and real llama-server), and proof that a hanging endpoint cos
 import asyncio
 import json
 import math
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -14,7 +15,7 @@ from time import perf_counter_ns
 import numpy as np
 import pytest
 
-from conftest import load_json, tpsload
+from conftest import load_json, screenshot_colours, tpsload
 from tpsload.app.measure import measure
 from tpsload.config import RunConfig
 from tpsload.servers import maps, prom
@@ -374,6 +375,16 @@ def test_run_carries_server_metrics_and_the_report_draws_them(mock_server, tmp_p
     text = html.read_text()
     assert "Requests over time" in text and "Output tokens per second over time" in text
     assert "in flight (tpsload)" in text and "running (server)" in text and "generated (server)" in text
+    if shutil.which("chromium"):  # .ci/run installs it: the charts are drawn in a real browser
+        with_timeline = screenshot_colours(html, tmp_path, height=4000)
+        (tmp_path / "profile").rename(tmp_path / "profile0")
+        res.pop("server_metrics")
+        out.write_text(json.dumps(res))
+        tpsload("report", str(out), "-o", str(html), check=0)
+        without = screenshot_colours(html, tmp_path, height=4000)
+        # the timeline charts are drawn: the server's series (the second colour) in both; ours, the first
+        # colour, runs under it where the two agree, as they do against the mock
+        assert with_timeline[1] > without[1] + 1_000
 
 
 def test_no_server_metrics_flag_skips_the_scrape(mock_server, tmp_path):
