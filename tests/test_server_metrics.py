@@ -317,22 +317,20 @@ def test_hanging_metrics_endpoint_does_not_change_ttft(mock_server, tmp_path):
 def test_llama_server_counts_match_ours_and_shows_the_queue(llama_server, tmp_path):
     srv = llama_server(np=2, ctx=2048, extra=("--metrics",))
     out = tmp_path / "r.json"
-    hint, scrape, t0, t1 = asyncio.run(scrape_around_run(
-        srv.base_url[:-3], 0.1, "--base-url", srv.base_url, "-c", "4", "-n", "4", "--output-tokens", "32",
-        "--json", str(out)))
+    p = tpsload("run", "--base-url", srv.base_url, "-c", "4", "-n", "4", "--output-tokens", "32",
+                "--server-metrics-interval", "0.1", "--json", str(out), check=0)
     res = load_json(out)
-    assert hint is None
     total = res["summary"]["output_tokens_total"]
     assert res["summary"]["requests_ok"] == 4 and total == 4 * 32
-    sm = server_metrics(scrape, t0, t1, client_output_tokens=total, concurrency=4)
+    sm = res["server_metrics"]  # the run's own scrape
     s = sm["summary"]
-    assert sm["server"] == "llama.cpp" and len(sm["samples"]["t_ms"]) >= 3
+    assert sm["server"] == "llama.cpp" and len(sm["samples"]["t_ms"]) >= 3 and "hint" not in sm
     assert s["generated_tokens"]["delta"] == total and s["cross_check"]["match"] is True
     deferred = sm["samples"]["mapped"]["requests_waiting"]
     assert max(deferred) > 0, deferred  # 4 requests on 2 slots: llama-server deferred some
     assert s["slots"]["total"] == 2 and s["slots"]["busy_max"] == 2
     assert any("llama-server deferred them: 2 slots for 4 requests" in line for line in sm["text"]), sm["text"]
-    assert sm["warnings"] == []
+    assert sm["warnings"] == [] and "deferred them" in p.stdout
 
 
 @pytest.mark.llama
@@ -342,15 +340,15 @@ def test_llama_server_without_metrics_gives_the_hint(tmp_path):
 
     with LlamaServer(np=2, ctx=1024, metrics=False) as srv:
         out = tmp_path / "r.json"
-        hint, scrape, t0, t1 = asyncio.run(scrape_around_run(
-            srv.base_url[:-3], 0.2, "--base-url", srv.base_url, "-n", "1", "--output-tokens", "4",
-            "--json", str(out)))
-    assert hint == ("server metrics: /metrics answered HTTP 501; llama-server: start it with --metrics to see "
-                    "its queue and token counters beside ours")
-    assert load_json(out)["summary"]["requests_ok"] == 1
-    sm = server_metrics(scrape, t0, t1, client_output_tokens=4)
+        p = tpsload("run", "--base-url", srv.base_url, "-n", "1", "--output-tokens", "4",
+                    "--server-metrics-interval", "0.2", "--json", str(out), check=0)
+    hint = ("server metrics: /metrics answered HTTP 501; llama-server: start it with --metrics to see "
+            "its queue and token counters beside ours")
+    res = load_json(out)
+    assert res["summary"]["requests_ok"] == 1 and hint in p.stderr
+    sm = res["server_metrics"]
     # /slots still answers: the busy slots are there even without /metrics
-    assert sm["server"] == "llama.cpp" and sm["summary"]["slots"]["total"] == 2
+    assert sm["hint"] == hint and sm["server"] == "llama.cpp" and sm["summary"]["slots"]["total"] == 2
     assert sm["text"][0] == hint and sm["warnings"] == []
     assert sm["text"][1].startswith("llama-server slots: up to ") and " of 2 busy" in sm["text"][1]
 
