@@ -66,3 +66,21 @@ def llama_server():
     yield get
     for s in running.values():
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_python():
+    """Factory: llama_cpp_python(interrupt=True) -> llama-cpp-python's real server on Gemma 3 270M
+    (one per setting per session). interrupt=True is that server's default --interrupt_requests."""
+    from llama_cpp_python import LlamaCppPython
+
+    running = {}
+
+    def get(interrupt=True):
+        if interrupt not in running:
+            running[interrupt] = LlamaCppPython(interrupt=interrupt).start()
+        return running[interrupt]
+
+    yield get
+    for s in running.values():
+        s.stop()
