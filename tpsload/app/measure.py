@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
+from tpsload.app.counts import resolve_counts
 from tpsload.app.result import build_result, combine_repeats
 from tpsload.config import RunConfig, TpsloadError
 from tpsload.core.client import make_session, open_client
 from tpsload.core.runner import Runner, RunState
-from tpsload.core.tokens import resolve_pending
 from tpsload.render import json as export_json
 from tpsload.render.console import LiveProgress
 from tpsload.scale.processes import run_workers, workers_for
@@ -87,7 +87,7 @@ async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], 
             progress.close()
     if tokenizer is None:
         tokenizer = Tokenizer(cfg.workload.tokenizer, notice=lambda m: click.echo(m, err=True))
-    await asyncio.to_thread(resolve_pending, state.records, tokenizer)  # may load a tokenizer: off the loop
+    await resolve_counts(cfg, state.records, server, model, tokenizer)
     if workload is not None:
         observed, more = workload_checks(state.records, workload)
         workload_desc["observed"] = observed

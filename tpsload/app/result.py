@@ -194,6 +194,8 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
     verdict_slo = slo.evaluate(cfg.report.slos, pr, summary)
     summary = replace(summary, goodput=verdict_slo.goodput, goodput_tokens=verdict_slo.goodput_tokens,
                       offered_rate=cfg.load.rate or None)
+    # (a combined --repeat result recounts what its first repetition noted)
+    warnings = [*(w for w in warnings if not w.startswith(stats.UNKNOWN_PROMPT)), *stats.unknown_counts(measured)]
     acct = accounting(measured)
     if not acct.balanced:
         warnings = [*warnings, f"ACCOUNTING MISMATCH: {acct.unaccounted} started requests are neither ok, failed "
@@ -214,7 +216,7 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
         samples=samples(pr, summary),
         slo=verdict_slo if cfg.report.slos else None,
         cluster=Cluster(nodes=state.nodes, backend=state.backend) if state.backend else None,
-        errors=stats.errors(records),
+        errors=stats.errors(records, cfg.limits.max_failed_share),
         warnings=warnings,
         requests_started=len(measured),
         accounting=acct,

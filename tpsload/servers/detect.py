@@ -3,7 +3,7 @@ Studio, from what it answers: a route only that server has, then /v1/models' `ow
 Server header as weaker hints. The result's `server.kind` (null when none matched) and the
 evidence it rests on.
 
-What each one answers (SERVERS.md, docs/servers.md):
+What each one answers (see also SERVERS.md):
 - llama-server: `GET /props` with `total_slots`; `Server: llama.cpp`; owned_by "llamacpp".
 - llama-cpp-python: `GET /openapi.json` titled "llama.cpp Python API" (its version there);
   owned_by "me"; `Server: uvicorn`.
