@@ -50,3 +50,17 @@ def test_the_result_records_the_kind(mock_server, tmp_path):
     m = mock_server(ttft_ms=1, itl_ms=1)
     tpsload("run", "--base-url", m.base_url, "-n", "1", "--max-tokens", "2", "--json", str(out), check=0)
     assert load_json(out)["server"]["kind"] is None
+
+
+@pytest.mark.llama
+def test_the_real_llama_server_is_told(llama_server):
+    found = detect_at(llama_server().base_url)
+    assert found.kind == "llama-server" and found.evidence[0] == "GET /props"
+    assert "Server: llama.cpp" in found.evidence
+
+
+@pytest.mark.llama_cpp_python
+def test_the_real_llama_cpp_python_is_told(llama_cpp_python):
+    found = detect_at(llama_cpp_python(interrupt=False).base_url)
+    assert (found.kind, found.version) == ("llama-cpp-python", "0.3.16")
+    assert found.evidence == ["GET /openapi.json", "/v1/models owned_by 'me'"]
