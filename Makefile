@@ -19,7 +19,7 @@ install-test: $(PY)
 llama-server: $(PY)
 	$(PY) tests/llama_server.py install
 
-# A second real server: llama-cpp-python's (PyPI sdist, compiles llama.cpp: ~8 min on 2 cores the
+# A second real server: llama-cpp-python's (PyPI sdist, compiles llama.cpp: ~4 min on 2 busy cores the
 # first time), cached in ~/.cache/tpsload beside llama-server, on the same model.
 llama-cpp-python: llama-server
 	$(PY) tests/llama_cpp_python.py install

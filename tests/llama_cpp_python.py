@@ -65,7 +65,7 @@ def install() -> tuple[Path, Path]:
             env = dict(os.environ, CMAKE_ARGS=CMAKE_ARGS, CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2))
             if shutil.which("ninja"):
                 env["CMAKE_GENERATOR"] = "Ninja"
-            _log(f"installing {PACKAGE} (compiles llama.cpp the first time: ~8 min on 2 cores)")
+            _log(f"installing {PACKAGE} (compiles llama.cpp the first time: ~4 min on 2 cores)")
             subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", PACKAGE],
                            check=True, env=env)
             if not _installed(py):
