@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install install-test llama-server test test-fast test-aiohttp-oldest lint demo bench clean
+.PHONY: install install-test llama-server llama-cpp-python test test-fast test-aiohttp-oldest lint demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ install-test: $(PY)
 llama-server: $(PY)
 	$(PY) tests/llama_server.py install
 
-# The whole suite, llama-server tests and slow tests included (what CI runs).
-test: install-test llama-server
+# A second real server: llama-cpp-python's (PyPI sdist, compiles llama.cpp: ~4 min on 2 busy cores the
+# first time), cached in ~/.cache/tpsload beside llama-server, on the same model.
+llama-cpp-python: llama-server
+	$(PY) tests/llama_cpp_python.py install
+
+# The whole suite, both real servers and slow tests included (what CI runs).
+test: install-test llama-server llama-cpp-python
 	$(PY) -m pytest -q
 
 # The fast path reads aiohttp internals (core/client.py): its tests, and the end-to-end runs that go
@@ -39,7 +44,7 @@ test-aiohttp-oldest:
 
 # Without the real llama-server and the slow tests: a quick loop while editing.
 test-fast: install-test
-	$(PY) -m pytest -q -m "not llama and not slow"
+	$(PY) -m pytest -q -m "not llama and not llama_cpp_python and not slow"
 
 lint: $(PY)
 	$(PIP) ruff

@@ -123,3 +123,21 @@ def screenshot_colours(html, tmp_path, height=1600):
     blue = ((abs(pixels[..., 0] - 31) < 4) & (abs(pixels[..., 1] - 119) < 4) & (abs(pixels[..., 2] - 180) < 4)).sum()
     orange = ((abs(pixels[..., 0] - 255) < 4) & (abs(pixels[..., 1] - 127) < 4) & (abs(pixels[..., 2] - 14) < 4)).sum()
     return int(blue), int(orange)
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_python():
+    """Factory: llama_cpp_python(interrupt=True) -> llama-cpp-python's real server on Gemma 3 270M
+    (one per setting per session). interrupt=True is that server's default --interrupt_requests."""
+    from llama_cpp_python import LlamaCppPython
+
+    running = {}
+
+    def get(interrupt=True):
+        if interrupt not in running:
+            running[interrupt] = LlamaCppPython(interrupt=interrupt).start()
+        return running[interrupt]
+
+    yield get
+    for s in running.values():
+        s.stop()

@@ -10,7 +10,8 @@ PKG = ROOT / "tpsload"
 
 # lowest first; a module may import from a lower rank, or from its own package
 RANKS = {
-    "errors": 0, "records": 0, "protocol": 0, "httpjson": 1, "analysis": 2, "config": 3, "workload": 4, "core": 5,
+    "errors": 0, "records": 0, "protocol": 0, "kinds": 0,
+    "httpjson": 1, "analysis": 2, "config": 3, "workload": 4, "core": 5,
     "servers": 6, "mock": 6, "scale": 7, "render": 7, "app": 8, "cli": 9, "__main__": 10, "__init__": 10,
 }
 

@@ -45,7 +45,7 @@ def measure(base_url, repeat=1, **flat):
 def retyped(cfg, result, state) -> RunResult:
     """The typed result again, from the run's own state and descriptions."""
     return run_result(cfg, state, result["workload"], result["server"], dt.datetime.fromisoformat(result["started_at"]),
-                      result["warnings"], result["model"])
+                      result["warnings"], result["model"], result.get("server_metrics"))
 
 
 def test_enums_are_their_words_in_every_form():
@@ -72,7 +72,7 @@ def test_closed_loop_result_is_typed_and_written_with_todays_keys(mock_server):
     # one serialisation: the typed value written is exactly the result handed on
     assert export_json.plain(typed) == result
     assert json.loads(export_json.dumps(typed)) == result
-    assert list(result) == TOP + ["model"]
+    assert list(result) == TOP + ["model", "server_metrics"]
     assert list(result["summary"]) == SUMMARY + ["goodput", "goodput_tokens"]
     assert list(result["client_health"]) == HEALTH and list(result["summary"]["ttft_ms"]) == DIST
     assert list(result["samples"]) == [*SAMPLE_COLUMNS, "duration_s"]

@@ -128,6 +128,8 @@ class Limits:
     max_response_bytes: int | None = 64 * 1024 * 1024
     max_errors: int | None = None
     max_error_rate: float | None = None
+    # a finished run with a larger failed share says its numbers mean little, and exits 1
+    max_failed_share: float | None = 0.05
 
 
 @_group
@@ -394,6 +396,7 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
         first_byte_timeout_s=o["first_byte_timeout"],
         max_response_bytes=int(o["max_response_mb"] * 1024 * 1024) if o["max_response_mb"] else None,
         max_errors=o["max_errors"], max_error_rate=parse_rate(o["max_error_rate"]),
+        max_failed_share=parse_rate(o.get("max_failed_share") or "5%", "--max-failed-share"),
         prompt=o["prompt"], prompt_file=o["prompt_file"], dataset=o["dataset"], dataset_format=o["dataset_format"],
         input_tokens=o["input_tokens"], input_tokens_stddev=o["input_tokens_stddev"],
         input_tokens_min=o["input_tokens_min"], input_tokens_max=o["input_tokens_max"],

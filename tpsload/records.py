@@ -44,8 +44,10 @@ class TokenSource(_StrEnum):
 
     USAGE = "usage"  # usage.completion_tokens
     TIMINGS = "timings"  # llama.cpp's timings.predicted_n
-    TOKENIZER = "tokenizer"  # a tokenizer on the generated text
-    ESTIMATE = "estimate"  # the number of output chunks
+    CHUNKS = "chunks"  # output chunks, from a server known to send one token per chunk: exact
+    SERVER_TOKENIZER = "server_tokenizer"  # the server's own tokenizer on the generated text, after the run
+    TOKENIZER = "tokenizer"  # a client-side tokenizer on the generated text
+    ESTIMATE = "estimate"  # the number of output chunks, from a server that may merge tokens
 
 
 # How a result dataclass field is written as JSON (render.json.plain): OPTIONAL leaves the key
@@ -83,6 +85,7 @@ class RequestRecord:
     content_chunks: int = 0
     reasoning_chunks: int = 0  # reasoning output, counted apart from content
     finish_reason: str | None = None
+    saw_done: bool = False  # the stream's `data: [DONE]` arrived (whatever happened to the body after it)
     status: int | None = None
     error_class: ErrorClass | None = None
     error: str | None = None
@@ -128,6 +131,7 @@ class RequestRecord:
             "content_chunks": self.content_chunks,
             "reasoning_chunks": self.reasoning_chunks,
             "finish_reason": self.finish_reason,
+            "saw_done": self.saw_done,
             "retries": self.retries,
             # microseconds after t_send: exact enough, and a quarter of the size
             "chunk_offsets_us": [(t - send) // 1000 for t in self.chunk_times],

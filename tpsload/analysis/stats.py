@@ -12,6 +12,7 @@ from typing import Any, Sequence, TypedDict
 
 import numpy as np
 
+from tpsload.analysis.failures import DEFAULT_MAX_FAILED_SHARE, likely_causes, too_many_failed
 from tpsload.records import INLINE, OPTIONAL, ErrorClass, RequestRecord, TokenSource
 
 _Q = (50, 90, 95, 99, 99.9)
@@ -122,7 +123,9 @@ def load_shape(measured: Sequence[RequestRecord], target: int | None) -> tuple[f
     Steady throughput counts only tokens whose chunks arrived in the steady window, over
     that window's length (METRICS.md): closed loop (`target` = the concurrency), while the
     number in flight was at its target; open loop (`target` None), after ramp-up (the
-    first send plus a median request's latency) and before drain (the last send).
+    first send plus a median request's latency) and before drain (the last send). A reply
+    that came whole (non-streaming) has no arrival times for its tokens: they are spread
+    evenly over its request's span, and the share of that span inside the window counts.
     """
     sent = [r for r in measured if r.t_send is not None]
     if not sent:
@@ -140,12 +143,25 @@ def load_shape(measured: Sequence[RequestRecord], target: int | None) -> tuple[f
     if target is not None:
         steady_mask = c[:-1] >= target
         window = int(dt[steady_mask].sum())
+        # steady time before each timeline point, for the overlap of a span with the window
+        steady_before = np.concatenate([[0], np.cumsum(np.where(steady_mask, dt, 0))])
 
         def inside(ct: np.ndarray) -> np.ndarray:
             idx = np.searchsorted(t, ct, side="right") - 1
             ok = (idx < len(dt)) & (idx >= 0)
             ok[ok] = steady_mask[idx[ok]]
             return ok
+
+        def steady_until(x: int) -> float:
+            i = int(np.searchsorted(t, x, side="right")) - 1
+            if i < 0:
+                return 0.0
+            if i >= len(dt):
+                return float(steady_before[-1])
+            return float(steady_before[i] + (x - t[i] if steady_mask[i] else 0))
+
+        def overlap(a: int, b: int) -> float:
+            return steady_until(b) - steady_until(a)
     else:
         lat = [r.t_last - r.t_send for r in sent if r.ok and r.t_last is not None]
         lo = int(starts.min() + (np.median(lat) if lat else 0))
@@ -154,12 +170,20 @@ def load_shape(measured: Sequence[RequestRecord], target: int | None) -> tuple[f
 
         def inside(ct: np.ndarray) -> np.ndarray:
             return (ct >= lo) & (ct < hi)
+
+        def overlap(a: int, b: int) -> float:
+            return float(max(0, min(b, hi) - max(a, lo)))
     if window <= 0:
         return conc, None
     tokens = 0.0
     for r in sent:
         n = len(r.chunk_times)
-        if not r.ok or n == 0 or not r.output_tokens:
+        if not r.ok or not r.output_tokens:
+            continue
+        if n == 0 or not r.stream:  # the reply came whole: its tokens spread over the request's span
+            end = _end(r)
+            if end > r.t_send:
+                tokens += r.output_tokens * overlap(r.t_send, end) / (end - r.t_send)
             continue
         mask = inside(np.frombuffer(r.chunk_times, dtype=np.int64))
         if r.chunk_tokens is not None and len(r.chunk_tokens) == n:
@@ -217,7 +241,7 @@ class Summary:
     concurrency_achieved: float | None
     error_rate: float | None
     output_tokens_total: int
-    prompt_tokens_total: int
+    prompt_tokens_total: int | None  # None when the server gave no prompt count for some request
     ttft_ms: Dist | None
     itl_ms: Dist | None
     icl_ms: Dist | None
@@ -249,7 +273,9 @@ def summarize(records: Sequence[RequestRecord], concurrency: int, open_loop: boo
     ends = [_end(r) for r in measured if r.t_send is not None]
     duration = (max(ends) - min(sends)) / NS if sends else 0.0
     out_tokens = sum(r.output_tokens or 0 for r in ok)
-    prompt_tokens = sum(r.prompt_tokens or 0 for r in ok)
+    # unknown for one request (no usage from the server) is unknown for the sum: never counted as 0
+    prompt_known = all(r.prompt_tokens is not None for r in ok)
+    prompt_tokens = sum(r.prompt_tokens or 0 for r in ok) if prompt_known else None
     pr = pr or per_request(ok)
     target = None if open_loop else max(1, min(concurrency, len(measured)))
     conc, steady = load_shape(measured, target)
@@ -264,7 +290,7 @@ def summarize(records: Sequence[RequestRecord], concurrency: int, open_loop: boo
         requests_retried=sum(1 for r in measured if r.retries),
         duration_s=duration,
         output_throughput=rate(out_tokens),
-        total_token_throughput=rate(out_tokens + prompt_tokens),
+        total_token_throughput=rate(out_tokens + prompt_tokens) if prompt_tokens is not None else None,
         request_throughput=rate(len(ok)),
         steady_output_throughput=steady,
         concurrency_achieved=conc,
@@ -290,6 +316,20 @@ def summarize(records: Sequence[RequestRecord], concurrency: int, open_loop: boo
     )
 
 
+UNKNOWN_PROMPT = "prompt tokens unknown"
+
+
+def unknown_counts(records: Sequence[RequestRecord]) -> list[str]:
+    """Notes for counts the server did not give, which the result leaves null rather than 0."""
+    ok = [r for r in records if r.ok and not r.warmup]
+    missing = sum(1 for r in ok if r.prompt_tokens is None)
+    if not missing:
+        return []
+    return [f"{UNKNOWN_PROMPT} for {missing} of {len(ok)} requests (the server sent no usage"
+            f"{' when streaming: try --no-stream' if any(r.stream for r in ok) else ''}): total_token_throughput "
+            "and prefill speed are null, not 0"]
+
+
 def token_source_diff(ok: Sequence[RequestRecord]) -> dict[str, SourceDiff]:
     """Where two token sources exist, how far apart they are (other − chosen)."""
     diffs: dict[str, list[int]] = {}
@@ -297,7 +337,8 @@ def token_source_diff(ok: Sequence[RequestRecord]) -> dict[str, SourceDiff]:
         if r.output_tokens is None:
             continue
         for src, n in r.token_counts.items():
-            if src != r.token_source:
+            # an estimate is the chunk count: comparing the two would always give 0
+            if src != r.token_source and not (src == TokenSource.CHUNKS and r.token_source == TokenSource.ESTIMATE):
                 diffs.setdefault(f"{src}_vs_{r.token_source}", []).append(n - r.output_tokens)
     return {k: SourceDiff(n=len(v), mean=float(np.mean(v)), max_abs=int(np.max(np.abs(v))))
             for k, v in diffs.items()}
@@ -305,20 +346,27 @@ def token_source_diff(ok: Sequence[RequestRecord]) -> dict[str, SourceDiff]:
 
 @dataclass(frozen=True, slots=True)
 class Errors:
-    """Measured requests that did not succeed, by class, with the first message of each class."""
+    """Measured requests that did not succeed, by class, with the first message of each class, the
+    likely cause of a class where the records show it, and the loud line when too many failed."""
 
     by_class: dict[ErrorClass, int]
     examples: dict[ErrorClass, str]
+    causes: dict[ErrorClass, str] = field(default_factory=dict)
+    too_many_failed: str | None = None  # over --max-failed-share: the numbers say little
 
 
-def errors(records: Sequence[RequestRecord]) -> Errors:
+def errors(records: Sequence[RequestRecord], max_failed_share: float | None = DEFAULT_MAX_FAILED_SHARE) -> Errors:
     measured = [r for r in records if not r.warmup]
     by_class = Counter(r.error_class for r in measured if r.error_class)
     examples: dict[ErrorClass, str] = {}
     for r in measured:
         if r.error_class and r.error_class not in examples:
             examples[r.error_class] = r.error or ""
-    return Errors(by_class=dict(by_class), examples=examples)
+    causes = likely_causes(measured)
+    ok = sum(1 for r in measured if r.ok)
+    failed = sum(1 for r in measured if r.failed)
+    return Errors(by_class=dict(by_class), examples=examples, causes=causes,
+                  too_many_failed=too_many_failed(ok, failed, dict(by_class), causes, max_failed_share))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Sequence
 
+from tpsload.analysis.failures import DEFAULT_MAX_FAILED_SHARE
 from tpsload.analysis.numbers import fmt
 from tpsload.errors import TpsloadError
 
@@ -45,16 +46,44 @@ def name(key: str, value: float) -> str:
     return f"{key} {value:g}"
 
 
+def too_many_failed(level: dict[str, Any]) -> str | None:
+    """Why a level's numbers say little: more of its requests failed than --max-failed-share allows
+    (a level saved by an older tpsload is judged by its error rate against the default share)."""
+    said = (level.get("errors") or {}).get("too_many_failed")
+    if said:
+        return str(said)
+    s = level["summary"]
+    share = (level.get("config") or {}).get("max_failed_share", DEFAULT_MAX_FAILED_SHARE)
+    rate = s.get("error_rate")
+    if share is not None and rate is not None and rate > share:
+        return f"{s['requests_failed']} of {s['requests_ok'] + s['requests_failed']} requests failed ({rate:.0%})"
+    return None
+
+
 def finished(levels: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The levels that measured something: ran to the end and had successful requests. Only these
-    enter the verdicts, and only these does --resume keep."""
-    return [lv for lv in levels if not lv.get("partial") and lv["summary"]["requests_ok"] > 0]
+    """The levels that measured something: ran to the end, had successful requests, and no more
+    failures than --max-failed-share. Only these enter the verdicts, and only these does --resume keep."""
+    return [lv for lv in levels if not lv.get("partial") and lv["summary"]["requests_ok"] > 0
+            and not too_many_failed(lv)]
+
+
+def failed_levels(levels: Sequence[dict[str, Any]], key: str) -> list[str]:
+    """The levels that ran to the end but whose requests (mostly) failed, as '<level> (<failed> of <n>)'."""
+    out = []
+    for lv in levels:
+        s = lv["summary"]
+        if lv.get("partial") or lv in finished([lv]) or not (s["requests_ok"] + s["requests_failed"]):
+            continue
+        out.append(f"{name(key, lv[key])} ({s['requests_failed']} of {s['requests_ok'] + s['requests_failed']} "
+                   "failed)")
+    return out
 
 
 def level_failure(level: dict[str, Any], max_error_rate: float | None) -> str | None:
     """Why a level failed (the sweep then stops and exits 1), or None: it stopped early (a limit
-    such as --max-errors, or the server went away), no request succeeded, or its error rate is above
-    --max-error-rate (a level too short for the runner to judge the rate during the run)."""
+    such as --max-errors, or the server went away), no request succeeded, its error rate is above
+    --max-error-rate (a level too short for the runner to judge the rate during the run), or more
+    of its requests failed than --max-failed-share allows (its numbers say little)."""
     s = level["summary"]
     if level.get("stop_reason"):
         return f"stopped early: {level['stop_reason']}"
@@ -66,35 +95,46 @@ def level_failure(level: dict[str, Any], max_error_rate: float | None) -> str | 
     rate = s.get("error_rate")
     if max_error_rate is not None and rate is not None and rate > max_error_rate:
         return f"error rate {rate:.1%} is above --max-error-rate {max_error_rate:.1%}"
-    return None
+    return too_many_failed(level)
 
 
 def throughput(result: dict[str, Any]) -> float:
     """A level's throughput for the verdicts: steady state where known (free of ramp-up and drain)."""
     s = result["summary"]
-    v = s.get("steady_output_throughput") or s.get("output_throughput") or 0.0
-    return float(v)
+    v = s.get("steady_output_throughput")
+    if v is None:  # 0.0 is a measured steady rate, not a missing one
+        v = s.get("output_throughput")
+    return float(v or 0.0)
 
 
 def saturation(levels: Sequence[dict[str, Any]], key: str, tolerance: float) -> dict[str, Any] | None:
     """The smallest level whose throughput is within `tolerance` of the best level's."""
     done = finished(levels)
-    if not done:
+    failed = failed_levels(levels, key)
+    not_judged = f"; not judged, most of their requests failed: {', '.join(failed)}" if failed else ""
+    if not done:  # the sweep's stop_reason says which level failed
         return None
     best = max(done, key=throughput)
     best_t = throughput(best)
     knee = next(lv for lv in done if throughput(lv) >= (1 - tolerance) * best_t)
     t = throughput(knee)
     grows = knee is done[-1] and knee is best
-    text = (f"throughput was still growing at the highest level ({name(key, knee[key])}: {fmt(t, 0)} tok/s); "
-            "sweep higher to find where it saturates") if grows else \
-        (f"throughput stops growing at {name(key, knee[key])}: {fmt(t, 0)} tok/s, within {tolerance:.0%} of the "
-         f"best {fmt(best_t, 0)} tok/s (at {best[key]:g})")
+    failed_above = failed and max(lv[key] for lv in levels) > done[-1][key]
+    if grows and failed_above:
+        text = (f"throughput grew up to {name(key, knee[key])} ({fmt(t, 0)} tok/s), the highest level whose "
+                "requests succeeded; where it saturates is unknown")
+    elif grows:
+        text = (f"throughput was still growing at the highest level ({name(key, knee[key])}: {fmt(t, 0)} tok/s); "
+                "sweep higher to find where it saturates")
+    else:
+        text = (f"throughput stops growing at {name(key, knee[key])}: {fmt(t, 0)} tok/s, within {tolerance:.0%} of "
+                f"the best {fmt(best_t, 0)} tok/s (at {best[key]:g})")
     server = server_state(knee)
     if server and not grows:
         text += f"; the server there: {'; '.join(server)}"
     return {"level": knee[key], "throughput": t, "best_level": best[key], "best_throughput": best_t,
-            "tolerance": tolerance, "saturated": not grows, "text": text, "server": server}
+            "tolerance": tolerance, "saturated": not grows, "failed_levels": failed, "text": text + not_judged,
+            "server": server}
 
 
 def server_state(level: dict[str, Any]) -> list[str]:
@@ -149,6 +189,7 @@ RESUME_FREE = frozenset({
     "grace_s",  # only shapes a level ended by Ctrl-C, and --resume runs such a level again
     "insecure", "api_key_set", "url_auth_set",  # how the server is reached, not what it is asked
     "server_metrics_s",  # what is read from the server beside the load, not the load
+    "max_failed_share",  # judges the levels, shapes none
 })
 
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sys
 from typing import Any
 
 import click
 
-from tpsload.analysis import timeline
+from tpsload.analysis import stats, timeline
+from tpsload.app.counts import resolve_counts
 from tpsload.app.result import build_result, combine_repeats
 from tpsload.config import RunConfig, TpsloadError
 from tpsload.core.client import make_session
 from tpsload.core.runner import RunState, run_async
 from tpsload.core.signals import Interrupted, Interrupts, interruptible
-from tpsload.core.tokens import resolve_pending
 from tpsload.render import json as export_json
 from tpsload.render.console import LiveProgress
 from tpsload.scale import run_load
@@ -75,8 +74,9 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
         if show_progress:
             total = (cfg.load.requests + cfg.load.warmup) if cfg.load.requests is not None else None
             progress = LiveProgress(sys.stderr, total, None if total else cfg.load.duration_s)
-        if cfg.report.server_metrics_s:
-            # the server's own view of the run, polled on its own session beside the load
+        if cfg.report.server_metrics_s and not cfg.load.single:
+            # the server's own view of the run, polled on its own session beside the load (not for
+            # the original script's one request: one request says nothing about a queue)
             scraper = MetricsScraper.for_run(cfg, cfg.report.server_metrics_s, llama_cpp=info.llama_cpp)
             hint = await scraper.start()
             if hint:
@@ -99,25 +99,26 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
         state.stop(interrupts.reason or "interrupted")
     if tokenizer is None:
         tokenizer = Tokenizer(cfg.workload.tokenizer, notice=lambda m: click.echo(m, err=True))
-    await asyncio.to_thread(resolve_pending, state.records, tokenizer)  # may load a tokenizer: off the loop
+    await resolve_counts(cfg, state.records, server, model, tokenizer)
     if workload is not None:
         observed, more = workload_checks(state.records, workload)
         workload_desc["observed"] = observed
         warnings += more
-    result = build_result(cfg, state, workload_desc, server, started_at, warnings, model)
+    sm = None
     window = measured_window(state.records)
     if scrape is not None and window is not None:
+        ok = [r for r in state.records if r.ok and not r.warmup]
         sm = server_metrics(scrape, *window, t0_ns=state.t0,
                             client_requests=[(r.t_end, r.output_tokens or 0) for r in state.records
                                              if r.ok and r.t_end is not None],
-                            client_ttft_ms=result["summary"]["ttft_ms"],
+                            client_ttft_ms=stats.dist(stats.per_request(ok).column("ttft_ms")),
                             concurrency=None if cfg.load.rate else cfg.load.concurrency)
         if sm.get("samples"):
             sm["samples"]["client"] = timeline.client_series(state.records, state.t0, sm["samples"]["t_ms"])
-        result["server_metrics"] = sm
-        result["warnings"] += sm["warnings"]
+        warnings += sm["warnings"]
         for w in sm["warnings"]:
             click.echo(f"warning: {w}", err=True)
+    result = build_result(cfg, state, workload_desc, server, started_at, warnings, model, sm)
     return result, state
 
 

@@ -182,10 +182,12 @@ class RunResult:
     model: str | None
     repeat_spread: dict[str, Spread] | None = field(default=None, metadata=OPTIONAL)  # with --repeat
     repeats: list[dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)
+    server_metrics: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)  # the server's own /metrics
 
 
 def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server: dict[str, Any],
-               started_at: _dt.datetime, warnings: list[str], model: str | None = None) -> RunResult:
+               started_at: _dt.datetime, warnings: list[str], model: str | None = None,
+               server_metrics: dict[str, Any] | None = None) -> RunResult:
     """The typed result of a finished or stopped run."""
     records = state.records
     measured = [r for r in records if not r.warmup]
@@ -194,6 +196,8 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
     verdict_slo = slo.evaluate(cfg.report.slos, pr, summary)
     summary = replace(summary, goodput=verdict_slo.goodput, goodput_tokens=verdict_slo.goodput_tokens,
                       offered_rate=cfg.load.rate or None)
+    # (a combined --repeat result recounts what its first repetition noted)
+    warnings = [*(w for w in warnings if not w.startswith(stats.UNKNOWN_PROMPT)), *stats.unknown_counts(measured)]
     acct = accounting(measured)
     if not acct.balanced:
         warnings = [*warnings, f"ACCOUNTING MISMATCH: {acct.unaccounted} started requests are neither ok, failed "
@@ -214,7 +218,7 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
         samples=samples(pr, summary),
         slo=verdict_slo if cfg.report.slos else None,
         cluster=Cluster(nodes=state.nodes, backend=state.backend) if state.backend else None,
-        errors=stats.errors(records),
+        errors=stats.errors(records, cfg.limits.max_failed_share),
         warnings=warnings,
         requests_started=len(measured),
         accounting=acct,
@@ -222,13 +226,15 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
         warmup_requests=len(records) - len(measured),
         legacy=stats.legacy_fields(measured[0]) if cfg.load.single and len(measured) == 1 else None,
         model=model,
+        server_metrics=server_metrics,
     )
 
 
 def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server: dict[str, Any],
-                 started_at: _dt.datetime, warnings: list[str], model: str | None = None) -> dict[str, Any]:
+                 started_at: _dt.datetime, warnings: list[str], model: str | None = None,
+                 server_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     """The result JSON of a run, as the plain object that is written and read back."""
-    return export_json.plain(run_result(cfg, state, workload, server, started_at, warnings, model))
+    return export_json.plain(run_result(cfg, state, workload, server, started_at, warnings, model, server_metrics))
 
 
 # scalars that are a property of one run: across repetitions, their mean (and spread) is reported

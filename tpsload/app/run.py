@@ -32,13 +32,17 @@ class RunOutcome:
 
 
 def exit_code(result: dict[str, Any], state: RunState, fail_on_slo: bool) -> tuple[int, str | None]:
-    """0 done; 1 stopped early, every request failed, or (with fail_on_slo) an SLO missed;
+    """0 done; 1 stopped early, more failed than --max-failed-share (every request, at worst), or
+    (with fail_on_slo) an SLO missed;
     128 + N after signal N. A problem found before the run (pre-flight) is a TpsloadError: 2."""
     if state.signal is not None:
         return 128 + state.signal, None
     if state.stop_reason:
         return 1, f"stopped early: {state.stop_reason}"
     s = result["summary"]
+    too_many = result["errors"].get("too_many_failed")
+    if too_many:
+        return 1, too_many
     if s["requests_ok"] == 0 and s["requests_failed"] > 0:
         return 1, None  # the table says so
     if fail_on_slo and result["slo"] and not result["slo"]["all_met"]:

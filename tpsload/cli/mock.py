@@ -8,6 +8,9 @@ import click
 
 from tpsload.mock.faults import FAULTS, parse_fault
 
+# the kinds `--imitate` takes (mock.server.IMITATE: kept here so that --help needs no aiohttp.web)
+IMITATE = ("llama-server", "llama-cpp-python", "vllm", "sglang", "ollama", "lmstudio")
+
 
 @click.command("mock")
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -42,6 +45,17 @@ from tpsload.mock.faults import FAULTS, parse_fault
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Serve https with this PEM certificate (and --tls-key).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None, help="The certificate's key.")
+@click.option("--interrupt", is_flag=True,
+              help="End a running stream ([DONE], then close mid-body) when another request arrives, like "
+                   "llama-cpp-python's --interrupt_requests True.")
+@click.option("--imitate", type=click.Choice(IMITATE), default=None,
+              help="Answer the routes and headers that identify this server, with its quirks.")
+@click.option("--eos-at", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Replies end after this many tokens unless ignore_eos/min_tokens force max_tokens (0 = never).")
+@click.option("--tokenize", type=click.Choice(["llama", "vllm", "extras"]), default=None,
+              help="Serve a tokenize route: llama.cpp's or vLLM's /tokenize, llama-cpp-python's /extras/tokenize.")
+@click.option("--drop-ignore-eos", is_flag=True, help="Ignore ignore_eos (min_tokens still forces the length).")
+@click.option("--empty-replies", is_flag=True, help="Every reply carries no text.")
 def mock_command(**o: Any) -> None:
     """Serve /v1/chat/completions, /v1/completions, /v1/models and /health with exact timing."""
     from tpsload.mock.server import MockConfig, main  # aiohttp.web: only when serving
@@ -55,4 +69,6 @@ def mock_command(**o: Any) -> None:
                     llama_props=o["llama_props"], n_ctx=o["n_ctx"], no_usage=o["no_usage"],
                     faults=faults, stall_s=o["stall_s"], seed=o["seed"], slots=o["slots"], slowdown=o["slowdown"],
                     tokens_per_chunk=o["tokens_per_chunk"], metrics=o["metrics"],
-                    metrics_delay_s=o["metrics_delay"], tls_cert=o["tls_cert"], tls_key=o["tls_key"]))
+                    metrics_delay_s=o["metrics_delay"], tls_cert=o["tls_cert"], tls_key=o["tls_key"],
+                    interrupt=o["interrupt"], imitate=o["imitate"], eos_at=o["eos_at"], tokenize=o["tokenize"],
+                    drop_ignore_eos=o["drop_ignore_eos"], empty_replies=o["empty_replies"]))

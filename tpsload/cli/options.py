@@ -33,6 +33,9 @@ COMMON = [
     click.option("--max-error-rate", default=None, metavar="RATE",
                  help=f"Stop when more than this share fails (e.g. 5%), judged after {MIN_REQUESTS_FOR_RATE} "
                       "requests."),
+    click.option("--max-failed-share", default="5%", show_default=True, metavar="RATE",
+                 help="A run (or sweep level) whose failed share is above this says its numbers mean little "
+                      "and exits 1."),
     click.option("--insecure", is_flag=True, help="Skip TLS certificate verification."),
     click.option("--prompt", default=None, help="Prompt text [default: a short story request]."),
     click.option("--prompt-file", type=click.Path(dir_okay=False), help="One prompt per line, used in turn."),

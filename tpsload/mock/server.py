@@ -9,7 +9,12 @@ sends its role-only chunk as soon as the request arrives, long before the first
 token: a client that takes it for the first token fails the tests.
 
 With `--close-after-stream` it behaves like llama-server: it claims keep-alive but
-closes the connection after every streamed response.
+closes the connection after every streamed response. `--interrupt` behaves like
+llama-cpp-python's default `--interrupt_requests True`: a running stream that sees another
+request arrive sends `data: [DONE]` and closes without ending its chunked body. `--imitate
+KIND` answers the routes and headers by which tpsload tells servers apart (servers.detect),
+with that server's quirks where the mock can show them. `--eos-at N` makes the model end its
+reply after N tokens unless the request forces the length with a flag the server honours.
 """
 
 from __future__ import annotations
@@ -50,6 +55,26 @@ class MockConfig:
     metrics_delay_s: float = 0.0  # /metrics answers this late (a hanging endpoint)
     tls_cert: str | None = None  # serve https with this certificate (PEM) and key
     tls_key: str | None = None
+    interrupt: bool = False  # end a running stream ([DONE], unfinished body) when another request arrives
+    imitate: str | None = None  # one of IMITATE: its identifying routes, headers and quirks
+    eos_at: int = 0  # > 0: replies end ("stop") after this many tokens unless forced to max_tokens
+    tokenize: str | None = None  # a tokenize route: "llama" (/tokenize), "vllm" (/tokenize), "extras"
+    drop_ignore_eos: bool = False  # ignore `ignore_eos` (as llama-cpp-python does); `min_tokens` still forces
+    empty_replies: bool = False  # every reply carries no text (a model without a chat template)
+
+
+# What each imitation answers (servers.detect reads the same things from real servers): its Server
+# header, /v1/models' owned_by, the routes that name it, and its tokenize route.
+IMITATE = {
+    "llama-server": {"server": "llama.cpp", "owned_by": "llamacpp", "tokenize": "llama"},
+    "llama-cpp-python": {"server": "uvicorn", "owned_by": "me", "tokenize": "extras"},
+    "vllm": {"server": "uvicorn", "owned_by": "vllm", "tokenize": "vllm"},
+    "sglang": {"server": "uvicorn", "owned_by": "sglang", "tokenize": None},
+    "ollama": {"server": None, "owned_by": "library", "tokenize": None},
+    "lmstudio": {"server": None, "owned_by": "organization_owner", "tokenize": None},
+}
+# a BOS token that llama-cpp-python's /extras/tokenize adds to any text
+BOS = 2
 
 
 def _chunk(obj: dict[str, Any]) -> bytes:
@@ -74,6 +99,9 @@ class MockServer:
         self.slots = asyncio.Semaphore(cfg.slots) if cfg.slots else None
         self.busy = 0
         self.stats = _Stats()
+        self.arrivals = 0  # generation requests that arrived (--interrupt: a later one ends a running stream)
+        self.kind = IMITATE.get(cfg.imitate or "", {})
+        self.tokenize_route = cfg.tokenize or self.kind.get("tokenize")
         # per request: when it arrived and when its first/last token was written, on the
         # machine-wide monotonic clock, so tests can compare a client's stamps with the truth
         self.log: list[dict[str, Any]] = []
@@ -85,11 +113,50 @@ class MockServer:
         app.router.add_get("/mock/log", self.get_log)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
-        if self.cfg.llama_props:
+        if self.cfg.llama_props or self.cfg.imitate == "llama-server":
             app.router.add_get("/props", self.props)
         if self.cfg.metrics:
             app.router.add_get("/metrics", self.metrics)
+        if self.tokenize_route in ("llama", "vllm"):
+            app.router.add_post("/tokenize", self.tokenize)
+        elif self.tokenize_route == "extras":
+            app.router.add_post("/extras/tokenize", self.tokenize)
+            app.router.add_post("/extras/tokenize/count", self.tokenize)
+        imitate = self.cfg.imitate
+        fixed = {
+            "llama-cpp-python": [("/openapi.json", {"openapi": "3.1.0", "info": {
+                "title": "\U0001f999 llama.cpp Python API", "version": "0.3.16"}})],
+            "vllm": [("/version", {"version": "0.11.0"})],
+            "sglang": [("/get_server_info", {"version": "0.5.3", "tp_size": 1}),
+                       ("/get_model_info", {"model_path": self.cfg.model, "is_generation": True})],
+            "ollama": [("/api/version", {"version": "0.12.6"})],
+            "lmstudio": [("/api/v0/models", {"object": "list", "data": [
+                {"id": self.cfg.model, "object": "model", "type": "llm", "publisher": "tpsload", "arch": "mock",
+                 "state": "loaded", "max_context_length": self.cfg.n_ctx}]})],
+        }.get(imitate or "", [])
+        for path, body in fixed:
+            app.router.add_get(path, _fixed(body))
+        if self.kind.get("server"):
+            async def server_header(request: web.Request, response: web.StreamResponse) -> None:
+                response.headers["Server"] = self.kind["server"]
+
+            app.on_response_prepare.append(server_header)
         return app
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        """One token per word, as the mock counts (llama.cpp, vLLM or llama-cpp-python's shape)."""
+        body = await request.json()
+        if self.tokenize_route == "extras":
+            n = len(str(body.get("input", "")).split())
+            tokens = [BOS] + list(range(10, 10 + n))  # llama-cpp-python adds BOS to any text
+            if request.path.endswith("/count"):
+                return web.json_response({"count": len(tokens)})
+            return web.json_response({"tokens": tokens})
+        text = str(body.get("content", body.get("prompt", "")))
+        tokens = list(range(10, 10 + len(text.split())))
+        if self.tokenize_route == "vllm":
+            return web.json_response({"count": len(tokens), "max_model_len": self.cfg.n_ctx, "tokens": tokens})
+        return web.json_response({"tokens": tokens})
 
     def _auth(self, request: web.Request) -> web.Response | None:
         if self.cfg.api_key and request.headers.get("Authorization") != f"Bearer {self.cfg.api_key}":
@@ -102,13 +169,14 @@ class MockServer:
 
     async def models(self, request: web.Request) -> web.Response:
         return self._auth(request) or web.json_response(
-            {"object": "list", "data": [{"id": self.cfg.model, "object": "model", "owned_by": "tpsload"}]})
+            {"object": "list", "data": [{"id": self.cfg.model, "object": "model",
+                                         "owned_by": self.kind.get("owned_by", "tpsload")}]})
 
     async def get_log(self, request: web.Request) -> web.Response:
         return web.json_response(self.log)
 
     async def props(self, request: web.Request) -> web.Response:
-        return web.json_response({"total_slots": self.cfg.llama_props, "model_path": "/mock/model.gguf",
+        return web.json_response({"total_slots": self.cfg.llama_props or 4, "model_path": "/mock/model.gguf",
                                   "build_info": "tpsload-mock",
                                   "default_generation_settings": {"n_ctx": self.cfg.n_ctx}})
 
@@ -133,6 +201,7 @@ class MockServer:
             return _error(400, "body is not JSON")
         st = self.stats
         t_in = perf_counter_ns()
+        self.arrivals += 1
         st.waiting += 1
         queued = True
         try:
@@ -166,6 +235,19 @@ class MockServer:
         fault = self.faults.pick(self.requests)
         n = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("n_predict") or cfg.tokens
         n = int(n)
+        finish = "length"
+        if cfg.eos_at and cfg.eos_at < n:
+            # the model would stop here; llama-cpp-python drops ignore_eos but honours min_tokens
+            honours_ignore_eos = cfg.imitate != "llama-cpp-python" and not cfg.drop_ignore_eos
+            forced = int(body.get("min_tokens") or 0)
+            if honours_ignore_eos and body.get("ignore_eos"):
+                forced = n
+            if forced < n:
+                n, finish = max(cfg.eos_at, min(forced, n)), "stop"
+        if cfg.empty_replies:
+            n, finish = 0, "stop"
+        my_arrival = self.arrivals
+        no_usage = cfg.no_usage or (cfg.imitate == "llama-cpp-python" and bool(body.get("stream")))
         ttft, itl = cfg.ttft_ms / 1e3, self._itl()
         rid = f"mock-{self.requests}"
         created = int(time.time())
@@ -187,10 +269,10 @@ class MockServer:
             st.ttft.observe((entry["first_ns"] - t_in) / 1e9)
             st.generated_tokens += n
             text = "".join(f" w{i}" for i in range(n))
-            choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
-                      if chat else {"index": 0, "text": text, "finish_reason": "length"})
+            choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                      if chat else {"index": 0, "text": text, "finish_reason": finish})
             reply = {"id": rid, "object": kind, "created": created, "model": cfg.model, "choices": [choice]}
-            if not cfg.no_usage:
+            if not no_usage:
                 reply["usage"] = usage
             return web.json_response(reply)
         obj = kind + ".chunk" if chat else kind
@@ -203,8 +285,8 @@ class MockServer:
                                                                   "finish_reason": None}]})))
         # the first token alone, then `tokens_per_chunk` at a time (vLLM's --stream-interval)
         k = cfg.tokens_per_chunk
-        groups = [[0]] + [list(range(i, min(n, i + k))) for i in range(1, n, k)]
-        continuous = bool((body.get("stream_options") or {}).get("continuous_usage_stats")) and not cfg.no_usage
+        groups = ([[0]] if n else []) + [list(range(i, min(n, i + k))) for i in range(1, n, k)]
+        continuous = bool((body.get("stream_options") or {}).get("continuous_usage_stats")) and not no_usage
         for g in groups:
             text = "".join(f" w{i}" for i in g)
             choice = ({"index": 0, "delta": {"content": text}, "finish_reason": None} if chat
@@ -216,10 +298,10 @@ class MockServer:
             chunks.append((ttft if g[0] == 0 else None, len(g), _chunk(obj)))
         m = len(groups)  # chunks that carry tokens
         first_token = 1 if chat else 0
-        last = {"index": 0, "delta": {}, "finish_reason": "length"} if chat else \
-            {"index": 0, "text": "", "finish_reason": "length"}
+        last = {"index": 0, "delta": {}, "finish_reason": finish} if chat else \
+            {"index": 0, "text": "", "finish_reason": finish}
         chunks.append((0.0, 0, _chunk({**base, "choices": [last]})))
-        if (body.get("stream_options") or {}).get("include_usage") and not cfg.no_usage:
+        if (body.get("stream_options") or {}).get("include_usage") and not no_usage:
             chunks.append((0.0, 0, _chunk({**base, "choices": [], "usage": usage})))
         if fault != "no_done":
             chunks.append((0.0, 0, b"data: [DONE]\n\n"))
@@ -245,6 +327,12 @@ class MockServer:
                 entry["last_ns"] = perf_counter_ns()
                 st.generated_tokens += k
             await resp.write(data)
+            if cfg.interrupt and self.arrivals > my_arrival and request.transport is not None:
+                # llama-cpp-python --interrupt_requests True: [DONE], then the connection closes
+                # before the chunked body's last chunk
+                await resp.write(b"data: [DONE]\n\n")
+                request.transport.close()
+                return resp
         await resp.write_eof()
         if cfg.close_after_stream and request.transport is not None:
             request.transport.close()
@@ -366,6 +454,13 @@ class _Stats:
 
 
 MID_STREAM = {"disconnect", "stall_stream", "malformed", "non_utf8", "error_event", "oversized"}
+
+
+def _fixed(body: dict[str, Any]) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(body)
+
+    return handler
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -66,6 +66,8 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
     con.print(f"[bold]{escape(title)}[/] · {mode} · concurrency {cfg['concurrency']}")
     if result.get("partial"):
         con.print(f"[bold yellow]PARTIAL result[/]: {escape(str(result.get('stop_reason')))}")
+    if result["errors"].get("too_many_failed"):
+        con.print(f"[bold red]TOO MANY FAILURES[/]: {escape(result['errors']['too_many_failed'])}")
     errs = result["errors"]["by_class"]
     failed = ", ".join(f"{k} {v}" for k, v in sorted(errs.items())) if errs else ""
     top = Table.grid(padding=(0, 2))
@@ -125,8 +127,9 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
                   f"{fmt(result['tokens_per_second'], 1)} tok/s ({result['mode']})")
     for w in result.get("warnings", []):
         con.print(f"[yellow]warning[/]: {escape(w)}")
+    causes = result["errors"].get("causes") or {}
     for k, msg in result["errors"]["examples"].items():
-        con.print(f"[red]{k}[/]: {escape(msg)}")
+        con.print(f"[red]{k}[/]: {escape(msg)}" + (f" [bold](likely: {escape(causes[k])})[/]" if k in causes else ""))
 
 
 def render_sweep(sweep: dict[str, Any], file: IO[str]) -> None:

@@ -18,6 +18,7 @@ import aiohttp
 
 from tpsload.config import RunConfig, TpsloadError, redact, server_root
 from tpsload.httpjson import get_json
+from tpsload.servers.detect import detect
 
 
 @dataclass
@@ -68,9 +69,15 @@ async def preflight(cfg: RunConfig, session: aiohttp.ClientSession, timeout: flo
     info.server["models"] = ids
     if reply.server:
         info.server["server_header"] = reply.server
-    await _llama_props(cfg, session, headers, timeout, info)
-    if not info.llama_cpp:
-        await _version(cfg, session, headers, timeout, info)
+    props = await _llama_props(cfg, session, headers, timeout, info)
+    found = await detect(server_root(cfg.target.base_url), session, headers, timeout, body, reply.server,
+                         known={"/props": props})
+    info.server["kind"] = found.kind
+    info.server["kind_evidence"] = found.evidence
+    if found.version:
+        info.server["version"] = found.version
+        if found.kind in ("vllm", "sglang"):  # the names earlier results used
+            info.server[f"{found.kind}_version"] = found.version
     if not cfg.target.model:
         if not ids:
             raise TpsloadError(f"cannot pick a model: {models_url} answered HTTP {status} with no model list; "
@@ -85,28 +92,16 @@ async def preflight(cfg: RunConfig, session: aiohttp.ClientSession, timeout: flo
     return info
 
 
-async def _version(cfg: RunConfig, session: aiohttp.ClientSession, headers: dict[str, str],
-                   timeout: float, info: ServerInfo) -> None:
-    """vLLM answers /version; SGLang /get_server_info. Whatever is not there is simply absent."""
-    for path, key in (("/version", "vllm_version"), ("/get_server_info", "sglang_version")):
-        try:
-            body = (await get_json(session, server_root(cfg.target.base_url) + path, headers, timeout)).ok_json
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            continue
-        if isinstance(body, dict) and isinstance(body.get("version"), str):
-            info.server[key] = body["version"]
-            return
-
-
 async def _llama_props(cfg: RunConfig, session: aiohttp.ClientSession, headers: dict[str, str],
-                       timeout: float, info: ServerInfo) -> None:
-    """llama-server's /props: slots and per-slot context, for the capacity warnings."""
+                       timeout: float, info: ServerInfo) -> Any:
+    """llama-server's /props: slots and per-slot context, for the capacity warnings. Returns its
+    JSON (None when it did not answer), which server detection reads too."""
     try:
         props = (await get_json(session, server_root(cfg.target.base_url) + "/props", headers, timeout)).ok_json
     except (aiohttp.ClientError, asyncio.TimeoutError):
-        return
+        return None
     if not isinstance(props, dict) or "total_slots" not in props:
-        return
+        return props
     info.llama_cpp = True
     gen = props.get("default_generation_settings") or {}
     n_ctx = gen.get("n_ctx") if isinstance(gen, dict) else None
@@ -121,6 +116,7 @@ async def _llama_props(cfg: RunConfig, session: aiohttp.ClientSession, headers: 
         info.warnings.append(f"--concurrency {cfg.load.concurrency} exceeds llama-server's {slots} slots: "
                              f"{cfg.load.concurrency - slots} requests will queue and TTFT will include the wait "
                              "(start the server with -np N to add slots)")
+    return props
 
 
 def _cert_reason(e: aiohttp.ClientConnectorCertificateError) -> str:

@@ -125,10 +125,27 @@ def workload_checks(records: Sequence[RequestRecord], workload: Workload) -> tup
                             f"{sum(in_obs) / len(in_obs):.0f} vs {sum(in_req) / len(in_req):.0f} asked); "
                             "without the server's /tokenize lengths are approximate")
     if early:
-        hint = "" if workload.params.ignore_eos else " (add --ignore-eos, or use --output-tokens M)"
-        warnings.append(f"{early} of {len(ok)} requests stopped before their max_tokens{hint}")
+        warnings.append(early_stop_warning(early, len(ok), workload))
+    empty = sum(1 for r in ok if r.output_tokens == 0)
+    if empty:
+        warnings.append(f"{empty} of {len(ok)} successful requests returned no output (0 tokens): their "
+                        "throughput and latencies mean nothing; does the model have a chat template? "
+                        "(try --endpoint completions)")
     cache, more = prompt_cache_check(ok, workload)
     if cache is not None:
         observed["prompt_cache"] = cache
     warnings += more
     return observed, warnings
+
+
+def early_stop_warning(early: int, ok: int, workload: Workload) -> str:
+    """Requests that ended before max_tokens: what to add, or which length flag the server ignored."""
+    p = workload.params
+    said = f"{early} of {ok} requests stopped before their max_tokens"
+    if not p.ignore_eos:
+        return f"{said} (add --ignore-eos, or use --output-tokens M)"
+    if "min_tokens" in (p.extra_body or {}):
+        return (f"{said} although ignore_eos and min_tokens were sent: the server ignored both "
+                "(it honours neither flag)")
+    return (f"{said} although ignore_eos was sent: the server ignored ignore_eos (llama-cpp-python drops it but "
+            "honours min_tokens: --extra-body '{\"min_tokens\": M}')")

@@ -1,8 +1,10 @@
 """How many tokens is this prompt? The target server's own tokenizer where it has one.
 
 llama-server: `POST /tokenize {"content"}` -> `{"tokens": [...]}`; vLLM: `POST /tokenize
-{"model", "prompt"}` -> `{"count"}`. Otherwise the offline tokenizer of tokens.py, or a
-word count (our synthetic words are one token each in common tokenizers), marked approximate.
+{"model", "prompt"}` -> `{"count"}`; llama-cpp-python: `POST /extras/tokenize {"input"}` ->
+`{"tokens": [...]}` (always with the BOS token: a count is taken net of what "" gives). Otherwise
+the offline tokenizer of tokens.py, or a word count (our synthetic words are one token each in
+common tokenizers), marked approximate.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any], 
 
 
 async def server_counter(cfg: RunConfig, session: aiohttp.ClientSession, model: str) -> Counter | None:
-    """The server's /tokenize, when it has one that answers sensibly."""
+    """The server's /tokenize (or /extras/tokenize), when it has one that answers sensibly."""
     url = server_root(cfg.target.base_url) + "/tokenize"
     headers = cfg.request_headers()
     try:
@@ -44,7 +46,7 @@ async def server_counter(cfg: RunConfig, session: aiohttp.ClientSession, model: 
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return None
     if not isinstance(probe, dict):
-        return None
+        return await _extras_counter(cfg, session, model, headers)
     if isinstance(probe.get("tokens"), list) and "count" not in probe:  # llama.cpp
 
         async def llama(text: str) -> int:
@@ -59,7 +61,28 @@ async def server_counter(cfg: RunConfig, session: aiohttp.ClientSession, model: 
             return int(r["count"])
 
         return Counter("server /tokenize (vLLM)", True, vllm)
-    return None
+    return await _extras_counter(cfg, session, model, headers)
+
+
+async def _extras_counter(cfg: RunConfig, session: aiohttp.ClientSession, model: str,
+                          headers: dict[str, str]) -> Counter | None:
+    """llama-cpp-python's /extras/tokenize, which adds the BOS token to whatever it is given."""
+    url = server_root(cfg.target.base_url) + "/extras/tokenize"
+    try:
+        empty = await _post(session, url, {"input": "", "model": model}, headers)
+        probe = await _post(session, url, {"input": "hello world", "model": model}, headers)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return None
+    if not (isinstance(empty, dict) and isinstance(empty.get("tokens"), list) and isinstance(probe, dict)
+            and isinstance(probe.get("tokens"), list) and len(probe["tokens"]) > len(empty["tokens"])):
+        return None
+    base = len(empty["tokens"])
+
+    async def extras(text: str) -> int:
+        r = await _post(session, url, {"input": text, "model": model}, headers)
+        return len(r["tokens"]) - base
+
+    return Counter("server /extras/tokenize (llama-cpp-python)", True, extras)
 
 
 def offline_counter(tokenizer: Tokenizer) -> Counter:

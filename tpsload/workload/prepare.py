@@ -13,6 +13,7 @@ import aiohttp
 import click
 
 from tpsload.config import RunConfig, TpsloadError
+from tpsload.kinds import ACCEPT_MIN_TOKENS
 from tpsload.workload import datasets
 from tpsload.workload.lengths import Counter, measure_overhead, offline_counter, server_counter
 from tpsload.workload.spec import RequestSpec, Workload, WorkloadParams, length_targets, synthesize
@@ -26,8 +27,10 @@ DURATION_POOL = 512
 def params(cfg: RunConfig, model: str, server: dict[str, Any]) -> WorkloadParams:
     w = cfg.workload
     extra = dict(w.extra_body)
-    if w.ignore_eos and w.max_tokens and "vllm_version" in server and "min_tokens" not in extra:
-        extra["min_tokens"] = w.max_tokens  # vLLM honours both; belt and braces for exact lengths
+    accepts = server.get("kind") in ACCEPT_MIN_TOKENS or "vllm_version" in server
+    if w.ignore_eos and w.max_tokens and accepts and "min_tokens" not in extra:
+        # vLLM honours both (belt and braces for exact lengths); llama-cpp-python drops ignore_eos
+        extra["min_tokens"] = w.max_tokens
     return WorkloadParams(endpoint=w.endpoint, model=model, stream=w.stream, max_tokens=w.max_tokens,
                           ignore_eos=w.ignore_eos, temperature=w.temperature, system=w.system,
                           extra_body=extra, continuous_usage=w.continuous_usage)

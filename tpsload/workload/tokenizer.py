@@ -9,6 +9,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -115,9 +116,23 @@ class Tokenizer:
                 self.name = "tiktoken:cl100k_base"
                 return result[0]
             why = str(result[0]) if result else f"download not complete in {DOWNLOAD_S:g} s"
-        self.notice(f"tpsload: no tokenizer available offline (cl100k_base: {why[:120]}); output tokens "
+        self.notice(f"tpsload: no tokenizer available offline (cl100k_base: {short_reason(why)}); output tokens "
                     "counted from chunks, marked 'estimate' (pass --tokenizer FILE.tiktoken)")
         return None
+
+
+REASON_CHARS = 160
+
+
+def short_reason(why: str, limit: int = REASON_CHARS) -> str:
+    """A download error in a few words: what caused it (urllib3 wraps the cause in the pool, host and
+    URL), cut only between words, never inside a host name or a URL."""
+    caused = re.search(r"\(Caused by (.*)\)\s*$", why, re.S)
+    text = " ".join((caused.group(1) if caused else why).split())
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return text if cut <= 0 else text[:cut].rstrip(",;:") + " …"
 
 
 def read_ranks(path: str) -> dict[bytes, int]:
