@@ -206,7 +206,7 @@ def big_tiktoken(path, n=60_000):
 
 
 def test_loading_a_tokenizer_file_runs_beside_the_loop(tmp_path, no_cache):
-    tok = Tokenizer(str(big_tiktoken(tmp_path / "big.tiktoken")))
+    tok = Tokenizer(str(big_tiktoken(tmp_path / "big.tiktoken", n=150_000)))
 
     async def load_watched():
         async with LoopWatch() as watch:
@@ -219,9 +219,10 @@ def test_loading_a_tokenizer_file_runs_beside_the_loop(tmp_path, no_cache):
 
     ok, took, during = asyncio.run(load_watched())
     assert ok and tok.count("abc") is not None
-    # on the loop, no tick at all could happen while it loads; beside it, the loop keeps turning
-    # (tiktoken's own table build still holds the interpreter for part of the load)
-    assert during >= 3, (during, took)
+    # on the loop, no tick at all could happen while it loads (0); beside it, the loop keeps turning,
+    # though tiktoken's own table build holds the interpreter for much of the load (seen: 1 tick in a
+    # 90 ms load of 60k ranks on a busy machine, more on a quiet one)
+    assert during >= 1, (during, took)
 
 
 def test_a_tokenizer_file_is_not_copied_into_the_download_cache(tmp_path, no_cache):
