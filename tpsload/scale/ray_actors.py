@@ -21,6 +21,7 @@ from typing import Any, Callable
 from tpsload.config import RunConfig
 from tpsload.core.runner import RunState, Share
 from tpsload.errors import TpsloadError
+from tpsload.records import TIMESTAMPS
 from tpsload.scale.processes import START_LEAD_NS, Control, merge, run_share, split
 from tpsload.workload.spec import Workload
 
@@ -156,7 +157,7 @@ async def run_ray(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, s
 
 
 def _rebase(rec: Any, delta: int) -> None:
-    for f in ("t_sched", "t_send", "t_first", "t_last", "t_end", "t_done"):
+    for f in TIMESTAMPS:
         v = getattr(rec, f)
         if v is not None:
             setattr(rec, f, v + delta)
