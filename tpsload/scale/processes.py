@@ -126,6 +126,7 @@ async def run_share(cfg: RunConfig, share: Share, workload: Workload, llama_cpp:
     return {"pid": os.getpid(), "host": socket.gethostname(), "wall_minus_mono_ns": wall_minus_mono,
             "records": state.records, "lags_ms": state.lags.lags_ms, "cpu_s": state.cpu_s, "wall_s": state.wall_s,
             "stop_reason": state.stop_reason, "signal": state.signal, "t0": state.t0,
+            "preconnected": state.preconnected,
             "send_lags_ms": send, "cap_waits_ms": cap_wait}
 
 
@@ -217,3 +218,5 @@ def merge(state: RunState, results: list[dict[str, Any]]) -> None:
     state.t0 = min((r["t0"] for r in results), default=state.t0)
     state.cpu_s = sum(r["cpu_s"] for r in results)
     state.wall_s = max((r["wall_s"] for r in results), default=0.0)
+    tried = [r["preconnected"] for r in results if r.get("preconnected") is not None]
+    state.preconnected = sum(tried) if tried else None
