@@ -134,8 +134,14 @@ def test_calibrate_reports_error_ceiling_and_workers(tmp_path):
     out = tmp_path / "cal.json"
     p = tpsload("calibrate", "-c", "8", "--tokens", "24", "--tokens-per-second", "200", "--ttft-ms", "20",
                 "--json", str(out), check=0, timeout=300)
-    assert "recommendation: --workers 1" in p.stdout and "ingest ceiling" in p.stdout
+    assert "recommendation: " in p.stdout and "ingest ceiling" in p.stdout
     cal = load_json(out)
     run = cal["runs"][0]
     assert run["ttft_error_ms"]["mean"] < 2.0 and abs(run["itl_error"]) < 0.01
-    assert cal["recommended_workers"] == 1 and cal["ingest"]["output_throughput"] > 10_000
+    assert cal["ingest"]["output_throughput"] > 10_000
+    # one worker is recommended unless its run was client-bound: on two shared cores the request half of a
+    # wave of 8 (the send path) can take over 1 ms, and then the run says so, with its reason
+    if run["client_bound"]:
+        assert cal["recommended_workers"] != 1 and run["client_reasons"][0] in p.stdout
+    else:
+        assert cal["recommended_workers"] == 1 and "recommendation: --workers 1" in p.stdout
