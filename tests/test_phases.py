@@ -152,8 +152,10 @@ def test_a_slow_request_path_on_warm_connections_is_client_bound():
     h = _health(recs)
     assert h["client_bound"] is True and h["late_send_share"] == 0.0 and h["slow_send_share"] == 0.03
     assert len(h["reasons"]) == 1 and h["reasons"][0].startswith("send path: 3.0% of requests were written > 1 ms")
-    assert "2.5 ms in aiohttp's request path" in h["reasons"][0]
+    assert "2.5 ms in aiohttp's request path" in h["reasons"][0] and "Python 3.12+" not in h["reasons"][0]
     assert abs(h["send_delay_ms"]["max"] - 2.5) < 1e-9
+    # where aiohttp writes each request on a lazily started task, the reason says what writes it at once
+    assert "Python 3.12+ with aiohttp 3.10+" in SendPath(recs, deferred_writes=True).reason()
 
 
 def test_late_starts_are_one_send_path_reason_not_two():
@@ -188,18 +190,14 @@ def test_a_starved_client_is_flagged_by_its_send_path(tmp_path):
             lean = json.load(fh)
     entries = lean["requests"] if isinstance(lean, dict) else lean
     server = {e[0].split()[0]: e for e in entries}
-    errors, ours, theirs = [], [], []
+    errors = []
     for r in records:
         _, arrival, first = server[f"p{r['index']}"][:3]
         # ours minus the server's own TTFT (request arrival -> first token written): the whole error
         errors.append(((r["t_first"] - r["t_send"]) - (first - arrival)) / MS)
-        ours.append((r["t_written"] - r["t_send"]) / MS)  # the request half on our side of the socket
-        theirs.append((arrival - r["t_written"]) / MS)  # the kernel's and the server's share
     h = res["client_health"]
     assert res["summary"]["requests_ok"] == n
     # the promise: a run whose TTFT is several ms off does not call the client fine, and names the send path
     assert statistics.mean(errors) > 2.0
     assert h["client_bound"] is True and any(x.startswith("send path:") for x in h["reasons"]), h["reasons"]
     assert h["send_delay_ms"]["p99"] > 1.0
-    # and the phases say where the request half went: mostly before our last byte was written
-    assert statistics.mean(ours) > statistics.mean(theirs), (statistics.mean(ours), statistics.mean(theirs))

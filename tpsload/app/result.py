@@ -18,7 +18,7 @@ from tpsload.analysis import slo, stats
 from tpsload.analysis.health import SendPath, send_lags, verdict
 from tpsload.analysis.stats import Dist, Summary
 from tpsload.config import RunConfig
-from tpsload.core.client import read_path
+from tpsload.core.client import DEFERRED_WRITES, read_path
 from tpsload.core.runner import RunState
 from tpsload.records import INLINE, OPTIONAL, ErrorClass, RequestRecord
 from tpsload.render import json as export_json
@@ -72,7 +72,7 @@ class ClientHealth:
 
 def client_health(state: RunState) -> ClientHealth:
     send, cap_wait = send_lags(state.records)
-    path = SendPath(state.records)
+    path = SendPath(state.records, deferred_writes=DEFERRED_WRITES)
     # the tap, or the public read loop where this aiohttp cannot be tapped
     health = ClientHealth(**verdict(state.lags.lags_ms, send, state.cpu_s, state.wall_s, cap_wait, path),
                           **read_path())

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import sys
 import weakref
 from array import array
 from contextvars import ContextVar
@@ -253,6 +254,20 @@ def _tap_selftest(reader: aiohttp.StreamReader, fail: bool) -> str | None:
 
 # None: streams are read by the tap; else why they are read by the public readany() loop
 TAP_PROBLEM = _tap_problem()
+
+
+def _deferred_writes() -> bool:
+    """Whether aiohttp writes a request on a task that runs only after every task already due (all but
+    Python 3.12+ with aiohttp 3.10+, which start that task eagerly): in a wave of sends, each request's
+    last byte then waits for the whole wave to be built."""
+    try:
+        version = tuple(int(x) for x in aiohttp.__version__.split(".")[:2])
+    except ValueError:
+        return True
+    return sys.version_info < (3, 12) or version < (3, 10)
+
+
+DEFERRED_WRITES = _deferred_writes()
 
 
 def read_path() -> dict[str, str | None]:
