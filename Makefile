@@ -39,7 +39,7 @@ test-aiohttp-oldest:
 	$(OLDEST_VENV)/bin/python -m pip install -q --disable-pip-version-check -e . "aiohttp==$(AIOHTTP_OLDEST)" \
 		"pytest>=7" "hypothesis>=6" "pytest-timeout>=2"
 	$(OLDEST_VENV)/bin/python -c 'import aiohttp; assert aiohttp.__version__ == "$(AIOHTTP_OLDEST)", aiohttp.__version__'
-	$(OLDEST_VENV)/bin/python -m pytest -q tests/test_fastpath.py tests/test_run_mock.py tests/test_faults.py \
+	$(OLDEST_VENV)/bin/python -m pytest -q tests/test_fastpath.py tests/test_run_mock.py tests/test_faults.py tests/test_phases.py \
 		--deselect "tests/test_run_mock.py::test_streaming_timing_matches_mock[64-192]"
 
 # Without the real llama-server and the slow tests: a quick loop while editing.

@@ -27,9 +27,11 @@ SUMMARY = ["requests_ok", "requests_failed", "requests_cancelled", "requests_ret
            "output_throughput", "total_token_throughput", "request_throughput", "steady_output_throughput",
            "concurrency_achieved", "error_rate", "output_tokens_total", "prompt_tokens_total", "ttft_ms", "itl_ms",
            "icl_ms", "tpot_ms", "e2e_latency_ms", "decode_tps", "e2e_tps", "prefill_tps", "output_tokens",
-           "prompt_tokens", "cached_tokens", "token_sources", "token_source_diff", "server_predicted_tps"]
+           "prompt_tokens", "cached_tokens", "token_sources", "token_source_diff", "server_predicted_tps",
+           "connect_ms", "send_ms", "ttfb_ms", "connections_opened", "connections_reused", "preconnected"]
 OPEN_LOOP = ["achieved_rate", "send_lag_ms", "ttft_sched_ms", "e2e_latency_sched_ms"]
-HEALTH = ["loop_lag_ms", "send_lag_ms", "late_send_share", "cap_wait_ms", "cap_wait_share", "cap_note",
+HEALTH = ["loop_lag_ms", "send_lag_ms", "late_send_share", "send_delay_ms", "slow_send_share", "cap_wait_ms",
+          "cap_wait_share", "cap_note",
           "cpu_s", "cpu_share", "client_bound", "reasons",
           "read_path", "read_path_reason"]
 DIST = ["n", "mean", "std", "min", "p50", "p90", "p95", "p99", "p99_9", "max"]

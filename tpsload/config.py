@@ -115,6 +115,7 @@ class Load:
     duration_s: float | None = None
     warmup: int = 0
     grace_s: float = 5.0
+    preconnect: bool = True  # keep-alive servers: open the run's connections before its first send
     single: bool = True  # no load flags: the original script's one request
 
 
@@ -413,6 +414,7 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
         ray_address=o["ray_address"], ray_spread=o["ray_spread"],
         warmup=o["warmup"], grace_s=o["grace"], tokenizer=o["tokenizer"], single=not load_flags,
         mock=o["mock"],
+        preconnect=not o["no_preconnect"],
     )
 
 

@@ -50,6 +50,13 @@ class TokenSource(_StrEnum):
     ESTIMATE = "estimate"  # the number of output chunks, from a server that may merge tokens
 
 
+class ConnectionUse(_StrEnum):
+    """Whether a request's connection was opened for it or taken from the pool (METRICS.md "Timestamps")."""
+
+    NEW = "new"  # opened for this request: its connect time is part of its TTFT
+    REUSED = "reused"  # kept alive from an earlier request (or opened before the run: pre-connect)
+
+
 # How a result dataclass field is written as JSON (render.json.plain): OPTIONAL leaves the key
 # out while the value is None (a key that exists only in some runs); INLINE writes a nested
 # dataclass's keys into its parent's object (a group of keys that come and go together).
@@ -68,6 +75,11 @@ class RequestRecord:
     # open loop with a -c cap: how much of the send's lateness was spent waiting for the cap
     cap_wait_ns: int = 0
     t_send: int | None = None
+    # the request's phases (METRICS.md): connection in hand (new or reused), request written, response headers
+    t_connected: int | None = None
+    t_written: int | None = None
+    t_headers: int | None = None
+    connection: ConnectionUse | None = None
     t_first: int | None = None
     t_last: int | None = None
     t_end: int | None = None
@@ -119,6 +131,10 @@ class RequestRecord:
             "t_sched_ms": rel(self.t_sched),
             "cap_wait_ms": round(self.cap_wait_ns / 1e6, 4),
             "t_send_ms": rel(self.t_send),
+            "t_connected_ms": rel(self.t_connected),
+            "t_written_ms": rel(self.t_written),
+            "t_headers_ms": rel(self.t_headers),
+            "connection": self.connection,
             "t_first_ms": rel(self.t_first),
             "t_last_ms": rel(self.t_last),
             "t_end_ms": rel(self.t_end),
@@ -139,6 +155,10 @@ class RequestRecord:
             "server_timings": self.server_timings,
         }
         return d
+
+
+# every field that holds a perf_counter_ns() stamp (a worker on another machine has them shifted onto ours)
+TIMESTAMPS = ("t_sched", "t_send", "t_connected", "t_written", "t_headers", "t_first", "t_last", "t_end", "t_done")
 
 
 def write_jsonl(records: Iterable[RequestRecord], t0: int, fh: IO[str]) -> int:

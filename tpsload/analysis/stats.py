@@ -13,7 +13,7 @@ from typing import Any, Sequence, TypedDict
 import numpy as np
 
 from tpsload.analysis.failures import DEFAULT_MAX_FAILED_SHARE, likely_causes, too_many_failed
-from tpsload.records import INLINE, OPTIONAL, ErrorClass, RequestRecord, TokenSource
+from tpsload.records import INLINE, OPTIONAL, ConnectionUse, ErrorClass, RequestRecord, TokenSource
 
 _Q = (50, 90, 95, 99, 99.9)
 NS = 1e9
@@ -46,7 +46,19 @@ def dist(values: Any) -> Dist | None:
 
 
 REQUEST_METRICS = ("ttft_ms", "e2e_latency_ms", "tpot_ms", "decode_tps", "e2e_tps", "prefill_tps",
-                   "ttft_sched_ms", "e2e_latency_sched_ms")
+                   "ttft_sched_ms", "e2e_latency_sched_ms", "connect_ms", "send_ms", "ttfb_ms")
+
+
+def phase_metrics(r: RequestRecord, m: dict[str, float]) -> None:
+    """The request's phases (METRICS.md), where its stamps exist: `connect` (new connections only),
+    `send` (meant to go -> last byte written: everything before the server could see it), `ttfb`."""
+    if r.connection is ConnectionUse.NEW and r.t_connected is not None and r.t_send is not None:
+        m["connect_ms"] = (r.t_connected - r.t_send) / MS
+    if r.t_written is not None:
+        if r.t_sched is not None:
+            m["send_ms"] = (r.t_written - r.t_sched) / MS
+        if r.t_headers is not None:
+            m["ttfb_ms"] = (r.t_headers - r.t_written) / MS
 
 
 def request_metrics(r: RequestRecord) -> dict[str, float]:
@@ -54,6 +66,7 @@ def request_metrics(r: RequestRecord) -> dict[str, float]:
     send = r.t_send
     out = r.output_tokens or 0
     m: dict[str, float] = {"output_tokens": out}
+    phase_metrics(r, m)
     if r.t_last is not None and r.t_last > send:
         lat = r.t_last - send
         m["e2e_latency_ms"] = lat / MS
@@ -256,6 +269,16 @@ class Summary:
     token_sources: dict[TokenSource, int]
     token_source_diff: dict[str, SourceDiff]
     server_predicted_tps: Dist | None
+    # where the request half of TTFT went (successful requests; connect_ms over new connections only)
+    connect_ms: Dist | None = None
+    send_ms: Dist | None = None
+    ttfb_ms: Dist | None = None
+    # measured requests by their connection: opened for them, or kept alive (pre-connected ones included)
+    connections_opened: int = 0
+    connections_reused: int = 0
+    # connections opened before the first send (keep-alive servers); 0: none (a server that closes after
+    # each stream, an uncapped open loop); None: not tried (--no-preconnect)
+    preconnected: int | None = None
     schedule: Schedule | None = field(default=None, metadata=INLINE)  # open loop only
     # requests/s (and their tokens/s) that met every per-request SLO: all of them without SLOs
     goodput: float | None = None
@@ -312,6 +335,11 @@ def summarize(records: Sequence[RequestRecord], concurrency: int, open_loop: boo
         token_source_diff=token_source_diff(ok),
         server_predicted_tps=dist([r.server_timings["predicted_per_second"] for r in ok
                                    if r.server_timings and r.server_timings.get("predicted_per_second")]),
+        connect_ms=dist(pr.column("connect_ms")),
+        send_ms=dist(pr.column("send_ms")),
+        ttfb_ms=dist(pr.column("ttfb_ms")),
+        connections_opened=sum(1 for r in measured if r.connection is ConnectionUse.NEW),
+        connections_reused=sum(1 for r in measured if r.connection is ConnectionUse.REUSED),
         schedule=schedule(measured, pr) if open_loop else None,
     )
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from tpsload import __version__
 from tpsload.analysis import slo, stats
-from tpsload.analysis.health import send_lags, verdict
+from tpsload.analysis.health import SendPath, send_lags, verdict
 from tpsload.analysis.stats import Dist, Summary
 from tpsload.config import RunConfig
-from tpsload.core.client import read_path
+from tpsload.core.client import DEFERRED_WRITES, read_path
 from tpsload.core.runner import RunState
 from tpsload.records import INLINE, OPTIONAL, ErrorClass, RequestRecord
 from tpsload.render import json as export_json
@@ -56,6 +56,8 @@ class ClientHealth:
     loop_lag_ms: Dist | None
     send_lag_ms: Dist | None
     late_send_share: float | None  # late sends net of the wait for the user's -c cap
+    send_delay_ms: Dist | None  # the client's own delay before the server could see a request (the send path)
+    slow_send_share: float | None  # the share of requests whose send delay was over 1 ms
     cap_wait_ms: Dist | None  # open loop with -c: waiting for the cap is load shaping, not the client
     cap_wait_share: float | None
     cap_note: str | None
@@ -70,14 +72,21 @@ class ClientHealth:
 
 def client_health(state: RunState) -> ClientHealth:
     send, cap_wait = send_lags(state.records)
+    path = SendPath(state.records, deferred_writes=DEFERRED_WRITES)
     # the tap, or the public read loop where this aiohttp cannot be tapped
-    health = ClientHealth(**verdict(state.lags.lags_ms, send, state.cpu_s, state.wall_s, cap_wait), **read_path())
+    health = ClientHealth(**verdict(state.lags.lags_ms, send, state.cpu_s, state.wall_s, cap_wait, path),
+                          **read_path())
     if not state.workers:
         return health
-    # several processes: CPU is judged per worker (each has its own core), the rest pooled
-    return replace(health, cpu_share=state.cpu_s / state.wall_s if state.wall_s else 0.0,
-                   reasons=[f"worker {w['pid']}: {why}" for w in state.workers for why in w["reasons"]],
-                   client_bound=any(w["client_bound"] for w in state.workers), workers=state.workers)
+    # several processes: CPU is judged per worker (each has its own core), the rest pooled: the send
+    # path over every worker's requests
+    reasons = [f"worker {w['pid']}: {why}" for w in state.workers for why in w["reasons"]]
+    pooled = path.reason()
+    if pooled:
+        reasons.append(pooled)
+    return replace(health, cpu_share=state.cpu_s / state.wall_s if state.wall_s else 0.0, reasons=reasons,
+                   client_bound=any(w["client_bound"] for w in state.workers) or bool(pooled),
+                   workers=state.workers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +204,7 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
     summary = stats.summarize(records, cfg.load.concurrency, open_loop=bool(cfg.load.rate), pr=pr)
     verdict_slo = slo.evaluate(cfg.report.slos, pr, summary)
     summary = replace(summary, goodput=verdict_slo.goodput, goodput_tokens=verdict_slo.goodput_tokens,
-                      offered_rate=cfg.load.rate or None)
+                      offered_rate=cfg.load.rate or None, preconnected=state.preconnected)
     # (a combined --repeat result recounts what its first repetition noted)
     warnings = [*(w for w in warnings if not w.startswith(stats.UNKNOWN_PROMPT)), *stats.unknown_counts(measured)]
     acct = accounting(measured)
@@ -260,6 +269,8 @@ def combine_repeats(cfg: RunConfig, reps: list[tuple[dict[str, Any], RunState]],
         if st.stop_reason and not pooled.stop_reason:
             pooled.stop_reason, pooled.signal = st.stop_reason, st.signal
     pooled.t0 = min(st.t0 for _, st in reps)
+    tried = [st.preconnected for _, st in reps if st.preconnected is not None]
+    pooled.preconnected = sum(tried) if tried else None
     first = reps[0][0]
     result = run_result(cfg, pooled, first["workload"], first["server"], started_at, first["warnings"],
                         first.get("model"))

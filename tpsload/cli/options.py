@@ -67,6 +67,8 @@ COMMON = [
     click.option("--temperature", type=float, default=None),
     click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False),
                   help="A local .tiktoken file, used only when the server reports no token counts."),
+    click.option("--no-preconnect", is_flag=True,
+                 help="Open connections as the requests need them, not before the run starts (keep-alive servers)."),
     click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
                   help="After Ctrl-C, seconds in-flight requests get to finish."),
     click.option("--mock", is_flag=True, help="Benchmark the bundled mock server (started in its own process)."),

@@ -10,12 +10,17 @@ import asyncio
 import contextlib
 import inspect
 import os
+import sys
+import weakref
 from array import array
+from contextvars import ContextVar
 from functools import partial
 from time import perf_counter_ns
 from typing import Any, Callable
 
 import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
 
 try:
     from aiohttp.client_proto import ResponseHandler  # for the tap's self-test only
@@ -25,14 +30,67 @@ except ImportError:  # a later aiohttp: _tap_problem() says so, and streams are 
 from tpsload.config import RunConfig, redact
 from tpsload.core.tokens import apply_counts
 from tpsload.protocol.openai import Decoded, StreamDecoder, decode_body, error_from_body
-from tpsload.records import ErrorClass, RequestRecord
+from tpsload.records import ConnectionUse, ErrorClass, RequestRecord
 
 _MAX_ERROR_BODY = 64 * 1024
+# pre-connect: each connection is opened by a GET of the API's model list, answered within this
+PRECONNECT_TIMEOUT_S = 30.0
+
+# The record of the request this task is sending, for the session's hooks below to stamp its phases
+# (a task's context is copied into the tasks it starts, so aiohttp's body writer sees it too).
+_CURRENT: ContextVar[RequestRecord | None] = ContextVar("tpsload_request", default=None)
+
+# Phases are stamped by subclassing the connector, request and response classes (each a documented
+# extension point of ClientSession), not with a TraceConfig: once any TraceConfig is set, aiohttp builds a
+# parameter object and awaits a signal for each of about six events of every request, listened to or
+# not (~15 µs of CPU a request here).
 
 
-async def _on_reuse(session: Any, ctx: Any, params: Any) -> None:
-    if ctx.trace_request_ctx is not None:
-        ctx.trace_request_ctx.append(True)
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's connector; stamps when a request has its connection in hand, and whether it is new."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._known: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.opened = 0  # connections opened so far, for any request or the pre-connect
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        conn = await super().connect(req, traces, timeout)
+        t = perf_counter_ns()
+        proto = conn.protocol
+        if proto in self._known:
+            use = ConnectionUse.REUSED
+        else:
+            self._known.add(proto)
+            self.opened += 1
+            use = ConnectionUse.NEW
+        rec = _CURRENT.get()
+        if rec is not None:
+            rec.t_connected = t
+            rec.connection = use
+        return conn
+
+
+class _Request(aiohttp.ClientRequest):
+    """Stamps when the request's last byte was handed to the socket (aiohttp writes the body on a task of
+    its own; its signature differs across aiohttp versions, hence *args)."""
+
+    async def write_bytes(self, *args: Any, **kw: Any) -> None:
+        await super().write_bytes(*args, **kw)
+        rec = _CURRENT.get()
+        if rec is not None:
+            rec.t_written = perf_counter_ns()
+
+
+class _Response(aiohttp.ClientResponse):
+    """Stamps when the response's status line and headers were read."""
+
+    async def start(self, connection: Any) -> Any:
+        resp = await super().start(connection)
+        rec = _CURRENT.get()
+        if rec is not None:
+            rec.t_headers = perf_counter_ns()
+        return resp
 
 
 def make_session(limit: int, timeout_s: float | None, insecure: bool,
@@ -46,17 +104,17 @@ def make_session(limit: int, timeout_s: float | None, insecure: bool,
     # True: aiohttp's own verified default context, made once at its import (loading a CA store
     # again costs ~25 ms of CPU)
     ssl_ctx: Any = False if insecure else True
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ssl=ssl_ctx,
-                                     enable_cleanup_closed=False, ttl_dns_cache=None, force_close=force_close)
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_reuseconn.append(_on_reuse)  # tells a stale pooled socket from a real reset
+    connector = _Connector(limit=limit, limit_per_host=0, ssl=ssl_ctx, enable_cleanup_closed=False,
+                           ttl_dns_cache=None, force_close=force_close)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout_s),
         read_bufsize=1 << 18,  # one read buffer large enough for big chunks
         auto_decompress=True,
         trust_env=False,
-        trace_configs=[trace],
+        cookie_jar=aiohttp.DummyCookieJar(),  # a load test keeps no cookies: none to store or filter per request
+        request_class=_Request,
+        response_class=_Response,
     )
 
 
@@ -198,6 +256,20 @@ def _tap_selftest(reader: aiohttp.StreamReader, fail: bool) -> str | None:
 TAP_PROBLEM = _tap_problem()
 
 
+def _deferred_writes() -> bool:
+    """Whether aiohttp writes a request on a task that runs only after every task already due (all but
+    Python 3.12+ with aiohttp 3.10+, which start that task eagerly): in a wave of sends, each request's
+    last byte then waits for the whole wave to be built."""
+    try:
+        version = tuple(int(x) for x in aiohttp.__version__.split(".")[:2])
+    except ValueError:
+        return True
+    return sys.version_info < (3, 12) or version < (3, 10)
+
+
+DEFERRED_WRITES = _deferred_writes()
+
+
 def read_path() -> dict[str, str | None]:
     """How this process reads streamed responses, for the result's client_health."""
     return {"read_path": "readany" if TAP_PROBLEM else "tap", "read_path_reason": TAP_PROBLEM}
@@ -209,16 +281,18 @@ class Client:
     def __init__(self, session: aiohttp.ClientSession, url: str, headers: dict[str, str], stream: bool,
                  secrets: tuple[str, ...] = (), fresh_session: Callable[[], aiohttp.ClientSession] | None = None,
                  first_byte_timeout_s: float | None = None, max_response_bytes: int | None = None,
-                 tap: bool = True) -> None:
+                 tap: bool = True, preconnect_url: str | None = None) -> None:
         self.session = session
         # False: read streams with the public readany() loop (as when this aiohttp cannot be tapped)
         self.tap = tap and TAP_PROBLEM is None
         self.first_byte_timeout_s = first_byte_timeout_s
         self.max_response_bytes = max_response_bytes
-        self.url = url
-        self.headers = headers
+        # parsed and merged once, not on every request
+        self.url = URL(url)
+        self.headers = CIMultiDict(headers)
         self.stream = stream
         self.secrets = secrets
+        self.preconnect_url = preconnect_url
         # Makes a session that opens a connection per request; switched to the first
         # time a pooled connection turns out to have been closed by the server.
         self._fresh_session = fresh_session
@@ -234,19 +308,45 @@ class Client:
         for s in self.sessions:
             await s.close()
 
+    async def preconnect(self, n: int) -> int:
+        """Open `n` pooled connections before the load starts, so that its first wave is not a burst of
+        connection set-ups that no long-running client makes. Returns how many were opened: 0 for a
+        session that opens a connection per request (servers that close after each stream).
+
+        Each is opened by a GET of the model list, and all are held until every answer is in, so that
+        none is reused for another: `n` distinct connections go back to the pool. A failure here is
+        not the run's: the run opens what it lacks as it goes, and the records say so (`connection`).
+        """
+        connector = self.session.connector
+        if n <= 0 or self.preconnect_url is None or not isinstance(connector, _Connector) \
+                or connector.force_close:
+            return 0
+        before = connector.opened
+        timeout = aiohttp.ClientTimeout(total=PRECONNECT_TIMEOUT_S)
+        got = await asyncio.gather(*(self.session.get(self.preconnect_url, headers=self.headers, timeout=timeout)
+                                     for _ in range(n)), return_exceptions=True)
+        for resp in got:
+            if isinstance(resp, aiohttp.ClientResponse):
+                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                    await resp.read()  # read to the end: the connection goes back to the pool
+                resp.release()
+        return connector.opened - before
+
     async def send(self, rec: RequestRecord, body: bytes) -> None:
-        """Send one request and fill `rec`. Never raises except CancelledError."""
+        """Send one request and fill `rec`. Never raises except CancelledError.
+
+        The request's phases are stamped on `rec` by the session's connector, request and
+        response classes, which find it in this task's context."""
         rec.stream = self.stream
         now = perf_counter_ns
         resp: aiohttp.ClientResponse | None = None
-        closed_loop = rec.t_sched is None
+        _CURRENT.set(rec)
         while True:
-            reused: list[bool] = []
             rec.t_send = now()
-            if closed_loop:
+            if rec.t_sched is None:  # a caller that keeps no schedule: meant to go now
                 rec.t_sched = rec.t_send
             try:
-                req = self.session.post(self.url, data=body, headers=self.headers, trace_request_ctx=reused)
+                req = self.session.post(self.url, data=body, headers=self.headers)
                 if self.first_byte_timeout_s:
                     resp = await asyncio.wait_for(req, self.first_byte_timeout_s)
                 else:
@@ -258,8 +358,9 @@ class Client:
                 # A pooled connection the server had closed after its last reply: nothing
                 # was measured yet, so retry once on a fresh connection, transparently.
                 # A fresh connection that fails is the server's failure, not retried.
-                if reused and rec.retries == 0:
+                if rec.connection is ConnectionUse.REUSED and rec.retries == 0:
                     rec.retries = 1
+                    rec.t_connected = rec.t_written = rec.t_headers = rec.connection = None
                     self._reconnect()
                     continue
                 return self._fail(rec, ErrorClass.DISCONNECT, f"connection lost before the response: {e}")
@@ -393,4 +494,5 @@ def open_client(cfg: RunConfig, llama_cpp: bool) -> Client:
     return Client(session(force_close=llama_cpp), cfg.url, cfg.request_headers(), cfg.workload.stream, cfg.secrets(),
                   fresh_session=partial(session, force_close=True),
                   first_byte_timeout_s=cfg.limits.first_byte_timeout_s,
-                  max_response_bytes=cfg.limits.max_response_bytes)
+                  max_response_bytes=cfg.limits.max_response_bytes,
+                  preconnect_url=cfg.target.base_url.rstrip("/") + "/models")

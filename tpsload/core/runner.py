@@ -80,6 +80,7 @@ class RunState:
     cpu: CpuMeter = field(default_factory=CpuMeter)
     cpu_s: float = 0.0
     wall_s: float = 0.0
+    preconnected: int | None = None  # connections opened before the first send; None: not tried (--no-preconnect)
     internal_error: BaseException | None = None
     workers: list[dict[str, Any]] = field(default_factory=list)  # per-worker health, with --workers
     nodes: list[dict[str, Any]] = field(default_factory=list)  # per-machine summary, with --ray
@@ -150,6 +151,9 @@ class Runner:
         gc.freeze()
         ticker = asyncio.get_running_loop().create_task(self._tick()) if self.progress else None
         try:
+            # keep-alive servers: the connections the run will use are open before the clock starts
+            st.preconnected = await self.client.preconnect(self.cfg.load.concurrency) \
+                if self.cfg.load.preconnect else None
             cfg = self.cfg
             if self.share and self.share.start_ns:  # every worker starts on this instant
                 await _sleep_until(self.share.start_ns)
@@ -178,14 +182,17 @@ class Runner:
         end = self._next + limit if limit is not None else None
         n_workers = self.cfg.load.concurrency if end is None else min(self.cfg.load.concurrency, limit)
         loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(self._worker(end, deadline, warmup)) for _ in range(n_workers)]
+        start = perf_counter_ns()
+        tasks = [loop.create_task(self._worker(end, deadline, warmup, start)) for _ in range(n_workers)]
         self._tasks.update(tasks)
         try:
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             self._tasks.difference_update(tasks)
 
-    async def _worker(self, end: int | None, deadline: int | None, warmup: bool) -> None:
+    async def _worker(self, end: int | None, deadline: int | None, warmup: bool, free: int) -> None:
+        """One closed-loop stream. Each request is meant to go when the stream's slot is `free`: at the
+        phase's start, then when its previous request ended (METRICS.md `t_sched`)."""
         st = self.state
         now = perf_counter_ns
         share = self.share
@@ -198,7 +205,9 @@ class Runner:
             self._next = i + 1
             if share is not None:  # this worker's part of the run's request indices
                 i = share.index(i if warmup else i - self.cfg.load.warmup, warmup)
-            await self._request(RequestRecord(index=i, warmup=warmup))
+            rec = RequestRecord(index=i, warmup=warmup, t_sched=free)
+            await self._request(rec)
+            free = rec.t_end or rec.t_done or now()
 
     async def _request(self, rec: RequestRecord) -> None:
         """Send one request and account for it, whatever happens."""

@@ -254,8 +254,10 @@ class MockServer:
         usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": n,
                  "total_tokens": _prompt_tokens(body) + n}
         kind = "chat.completion" if chat else "text_completion"
+        # peer: the client's port, which tells one connection from another
+        peer = request.transport.get_extra_info("peername")[1] if request.transport else None
         entry: dict[str, Any] = {"prompt": _prompt_text(body)[:200], "arrival_ns": arrival_ns, "n": n,
-                                 "fault": fault}
+                                 "fault": fault, "peer": peer}
         self.log.append(entry)
         early = await self._early_fault(fault, request)
         if early is not None:

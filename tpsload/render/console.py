@@ -98,6 +98,12 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
         else:
             t.add_row(label, unit, *(fmt(d[k], 1) for k in ("mean", "p50", "p90", "p99", "max")), str(d["n"]))
     con.print(t)
+    if s.get("send_ms"):  # where the request half of TTFT went
+        send, ttfb, conn, pre = s["send_ms"], s.get("ttfb_ms") or {}, s.get("connect_ms"), s.get("preconnected")
+        con.print(f"Request path: send (due → written) p50 {fmt(send['p50'], 2)} / p99 {fmt(send['p99'], 2)} ms, "
+                  f"ttfb p50 {fmt(ttfb.get('p50'), 2)} ms; connections {s['connections_opened']} opened"
+                  + (f" (connect p50 {fmt(conn['p50'], 2)} ms)" if conn else "")
+                  + f", {s['connections_reused']} reused" + (f", {pre} opened before the run" if pre else ""))
     h = result["client_health"]
     lag = h["loop_lag_ms"]
     lag_txt = f"loop lag p99 {fmt(lag['p99'], 2)} ms" if lag else "loop lag –"

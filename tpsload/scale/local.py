@@ -45,4 +45,4 @@ async def run_share(cfg: RunConfig, share: Share, workload: Workload, llama_cpp:
     return {"pid": os.getpid(), "host": socket.gethostname(), "wall_minus_mono_ns": wall_minus_mono,
             "records": state.records, "lags_ms": state.lags.lags_ms, "cpu_s": state.cpu_s, "wall_s": state.wall_s,
             "stop_reason": state.stop_reason, "signal": state.signal, "t0": state.t0,
-            "send_lags_ms": send, "cap_waits_ms": cap_wait}
+            "preconnected": state.preconnected, "send_lags_ms": send, "cap_waits_ms": cap_wait}

@@ -264,3 +264,5 @@ def merge(state: RunState, results: list[dict[str, Any]]) -> None:
     state.t0 = min((r["t0"] for r in results), default=state.t0)
     state.cpu_s = sum(r["cpu_s"] for r in results)
     state.wall_s = max((r["wall_s"] for r in results), default=0.0)
+    tried = [r["preconnected"] for r in results if r.get("preconnected") is not None]
+    state.preconnected = sum(tried) if tried else None

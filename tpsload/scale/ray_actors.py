@@ -25,6 +25,7 @@ from tpsload.config import RunConfig
 from tpsload.core.runner import RunState, Share
 from tpsload.core.signals import Relay
 from tpsload.errors import TpsloadError
+from tpsload.records import TIMESTAMPS
 from tpsload.scale.local import run_share
 from tpsload.scale.processes import merge, split
 from tpsload.workload.spec import Workload
@@ -177,7 +178,7 @@ async def run_ray(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, s
 
 
 def _rebase(rec: Any, delta: int) -> None:
-    for f in ("t_sched", "t_send", "t_first", "t_last", "t_end", "t_done"):
+    for f in TIMESTAMPS:
         v = getattr(rec, f)
         if v is not None:
             setattr(rec, f, v + delta)
