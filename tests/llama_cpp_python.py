@@ -17,14 +17,13 @@ import argparse
 import fcntl
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from llama_server import cache_dir, free_port
+from llama_server import ServerProcess, cache_dir
 from llama_server import install as install_llama_server
 
 PACKAGE = "llama-cpp-python[server]==0.3.16"
@@ -74,62 +73,29 @@ def install() -> tuple[Path, Path]:
     return py, model
 
 
-class LlamaCppPython:
+class LlamaCppPython(ServerProcess):
     """`with LlamaCppPython(interrupt=False) as s: s.base_url` -> its server, serving Gemma 3 270M.
 
     `interrupt` is the server's --interrupt_requests (on by default there): a running stream is
     ended with [DONE] and its connection closed when another request arrives."""
 
+    name = "llama-cpp-python"
+
     def __init__(self, interrupt: bool = True, ctx: int = 4096, threads: int = 2, extra: tuple[str, ...] = ()
                  ) -> None:
+        super().__init__(cache_dir() / f"llama-cpp-python{'' if interrupt else '-no-interrupt'}.log")
         self.interrupt, self.ctx, self.threads, self.extra = interrupt, ctx, threads, extra
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.log_path = cache_dir() / f"llama-cpp-python{'' if interrupt else '-no-interrupt'}.log"
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self, timeout_s: float = 120.0) -> "LlamaCppPython":
+    def argv(self) -> list[str]:
         py, model = install()
-        self.port = free_port()
-        argv = [str(py), "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+        return [str(py), "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
                 "--port", str(self.port), "--chat_format", "gemma", "--n_ctx", str(self.ctx),
                 "--n_threads", str(self.threads), "--interrupt_requests", str(self.interrupt), *self.extra]
-        log = open(self.log_path, "wb")
-        # its own session: stopped by process group whatever happens to the test
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama-cpp-python exited with {self.proc.returncode}; see {self.log_path}")
-            try:  # the model loads before uvicorn listens: an answer means ready
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"llama-cpp-python not ready after {timeout_s:g} s; see {self.log_path}")
 
-    def stop(self) -> None:
-        p = self.proc
-        if p is None or p.poll() is not None:
-            return
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(timeout=10)
-
-    def __enter__(self) -> "LlamaCppPython":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def ready(self) -> bool:
+        # the model loads before uvicorn listens: an answer means ready (there is no /health)
+        with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
+            return r.status == 200
 
 
 def main() -> None:
@@ -144,12 +110,7 @@ def main() -> None:
         print(f"llama-cpp-python: {py}\nmodel: {model}")
         return
     with LlamaCppPython(interrupt=not a.no_interrupt) as srv:
-        print(f"llama-cpp-python ready: --base-url {srv.base_url}", flush=True)
-        try:
-            while srv.proc and srv.proc.poll() is None:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
+        srv.serve_until_interrupted(f"llama-cpp-python ready: --base-url {srv.base_url}")
 
 
 if __name__ == "__main__":

@@ -86,42 +86,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class LlamaServer:
-    """`with LlamaServer(np=4, ctx=4096) as s: s.base_url` -> a healthy llama-server on a free port."""
+class ServerProcess:
+    """A server started in its own session on a free loopback port, stopped by process group.
 
-    def __init__(self, np: int = 4, ctx: int = 4096, threads: int = 2, extra: tuple[str, ...] = (),
-                 metrics: bool = True) -> None:
-        self.np, self.ctx, self.threads, self.extra, self.metrics = np, ctx, threads, extra, metrics
+    Subclasses say how to start it (`argv`) and when it is ready (`ready`)."""
+
+    name = "server"
+
+    def __init__(self, log_path: Path) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
-        self.log_path = cache_dir() / "llama-server.log"
+        self.log_path = log_path
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self, timeout_s: float = 120.0) -> "LlamaServer":
-        binary, model = install()
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout_s: float = 120.0) -> "ServerProcess":
         self.port = free_port()
-        argv = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port), "-c", str(self.ctx),
-                "-np", str(self.np), "-t", str(self.threads), *(["--metrics"] if self.metrics else []), "--no-webui",
-                *self.extra]
+        argv = self.argv()
         log = open(self.log_path, "wb")
-        # its own session: stopped by PID (and group) whatever happens to the test
+        # its own session: stopped by process group whatever happens to the test
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {self.proc.returncode}; see {self.log_path}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                    if r.status == 200 and json.load(r).get("status") == "ok":
-                        return self
+                if self.ready():
+                    return self
             except OSError:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"llama-server not healthy after {timeout_s:g} s; see {self.log_path}")
+        raise RuntimeError(f"{self.name} not ready after {timeout_s:g} s; see {self.log_path}")
 
     def stop(self) -> None:
         p = self.proc
@@ -134,11 +138,41 @@ class LlamaServer:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait(timeout=10)
 
-    def __enter__(self) -> "LlamaServer":
+    def serve_until_interrupted(self, banner: str) -> None:
+        """For `serve` commands: print how to reach it, and run until Ctrl-C or until it exits."""
+        print(banner, flush=True)
+        try:
+            while self.proc and self.proc.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+    def __enter__(self) -> "ServerProcess":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class LlamaServer(ServerProcess):
+    """`with LlamaServer(np=4, ctx=4096) as s: s.base_url` -> a healthy llama-server on a free port."""
+
+    name = "llama-server"
+
+    def __init__(self, np: int = 4, ctx: int = 4096, threads: int = 2, extra: tuple[str, ...] = (),
+                 metrics: bool = True) -> None:
+        super().__init__(cache_dir() / "llama-server.log")
+        self.np, self.ctx, self.threads, self.extra, self.metrics = np, ctx, threads, extra, metrics
+
+    def argv(self) -> list[str]:
+        binary, model = install()
+        return [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port), "-c", str(self.ctx),
+                "-np", str(self.np), "-t", str(self.threads), *(["--metrics"] if self.metrics else []), "--no-webui",
+                *self.extra]
+
+    def ready(self) -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+            return r.status == 200 and json.load(r).get("status") == "ok"
 
 
 def main() -> None:
@@ -154,13 +188,8 @@ def main() -> None:
         print(f"llama-server: {binary}\nmodel: {model}")
         return
     with LlamaServer(np=a.np, ctx=a.c) as srv:
-        print(f"llama-server ready: --base-url {srv.base_url}  (-np {a.np}, {a.c // a.np} tokens per slot)",
-              flush=True)
-        try:
-            while srv.proc and srv.proc.poll() is None:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
+        srv.serve_until_interrupted(f"llama-server ready: --base-url {srv.base_url}  (-np {a.np}, "
+                                    f"{a.c // a.np} tokens per slot)")
 
 
 if __name__ == "__main__":
