@@ -28,7 +28,8 @@ def serving(cfg: RunConfig, mock: MockSettings) -> Iterator[str]:
     if not cfg.target.mock:
         yield cfg.target.base_url
         return
-    m = MockProcess(ttft_ms=mock.ttft_ms, itl_ms=mock.itl_ms).start()
+    # with its own /metrics, so a first run shows the server's view beside ours
+    m = MockProcess(ttft_ms=mock.ttft_ms, itl_ms=mock.itl_ms, metrics=True).start()
     try:
         yield m.base_url
     finally:
