@@ -77,8 +77,12 @@ def test_non_stream_headers_come_with_the_whole_answer(tmp_path):
     for r, e in _matched(records, log):
         assert r["t_connected"] <= e["arrival_ns"] and abs(e["arrival_ns"] - r["t_written"]) < 15 * MS
         assert e["first_ns"] <= r["t_headers"]
-        assert 60 * MS <= r["t_headers"] - r["t_written"] < 100 * MS
-    assert 60 <= res["summary"]["ttfb_ms"]["p50"] < 100
+        # the answer is written ~60 ms after the request (the mock's own clock); its headers reach us with
+        # it. Our t_written may trail the server's arrival a little (aiohttp < 3.10 finishes the write on a
+        # task of its own), never by the 15 ms bound above
+        assert r["t_headers"] - e["first_ns"] < 15 * MS
+        assert 45 * MS <= r["t_headers"] - r["t_written"] < 100 * MS
+    assert 45 <= res["summary"]["ttfb_ms"]["p50"] < 100
 
 
 def _connections_as_the_server_saw_them(pairs):
