@@ -103,6 +103,9 @@ def outcome(rec: RequestRecord) -> dict:
         "output_tokens": rec.output_tokens, "token_source": rec.token_source, "token_counts": rec.token_counts,
         "prompt_tokens": rec.prompt_tokens, "cached_tokens": rec.cached_tokens, "finish_reason": rec.finish_reason,
         "server_timings": rec.server_timings, "text": rec.text,
+        "answered": rec.t_answer is not None,
+        "reasoning_tokens": rec.reasoning_tokens, "reasoning_source": rec.reasoning_source,
+        "reasoning_text": rec.reasoning_text,
     }
 
 

@@ -55,6 +55,25 @@ def test_reasoning_counted_apart():
     assert d.reasoning_chunks == 2 and d.content_chunks == 1
 
 
+@pytest.mark.parametrize("per_event", [False, True])
+def test_first_answer_chunk_after_reasoning(per_event):
+    """The first answer chunk is known by its index (read one event at a time, later chunks take the
+    unparsed fast path), so its stamp is found after the request; reasoning and answer text stay apart."""
+    stream = STREAMS["reasoning"][0]
+    if per_event:
+        events = [e + b"\n\n" for e in stream.split(b"\n\n") if e]
+        reads = [((i + 1) * 1000, e) for i, e in enumerate(events)]
+    else:
+        reads = stamped(stream, 7)
+    d = decode_stream(reads)
+    assert d.first_answer == 2 and len(d.chunk_times) == 3
+    if per_event:  # role, think, more, answer: the answer came with the fourth read
+        assert d.chunk_times[d.first_answer] == 4000
+    assert d.texts() == ("thinkmore", "answer")
+    plain = decode_stream(stamped(STREAMS["vllm_chat"][0], 7))
+    assert plain.first_answer == 0  # no reasoning: the first answer is the first output
+
+
 @pytest.mark.parametrize("name", sorted(ERROR_STREAMS))
 def test_error_streams_are_classified_and_keep_earlier_chunks(name):
     stream, kind, chunks_before = ERROR_STREAMS[name]

@@ -29,6 +29,8 @@ SUMMARY = ["requests_ok", "requests_failed", "requests_cancelled", "requests_ret
            "icl_ms", "tpot_ms", "e2e_latency_ms", "decode_tps", "e2e_tps", "prefill_tps", "output_tokens",
            "prompt_tokens", "cached_tokens", "token_sources", "token_source_diff", "server_predicted_tps",
            "connect_ms", "send_ms", "ttfb_ms", "connections_opened", "connections_reused", "preconnected"]
+REASONING = ["requests_reasoning", "ttfa_ms", "reasoning_tokens", "answer_tokens", "reasoning_decode_tps",
+             "answer_decode_tps", "reasoning_sources"]
 OPEN_LOOP = ["achieved_rate", "send_lag_ms", "ttft_sched_ms", "e2e_latency_sched_ms"]
 HEALTH = ["loop_lag_ms", "send_lag_ms", "late_send_share", "send_delay_ms", "slow_send_share", "cap_wait_ms",
           "cap_wait_share", "cap_note",
@@ -75,7 +77,7 @@ def test_closed_loop_result_is_typed_and_written_with_todays_keys(mock_server):
     assert export_json.plain(typed) == result
     assert json.loads(export_json.dumps(typed)) == result
     assert list(result) == TOP + ["model", "server_metrics"]
-    assert list(result["summary"]) == SUMMARY + ["goodput", "goodput_tokens"]
+    assert list(result["summary"]) == SUMMARY + ["goodput", "goodput_tokens"] + REASONING
     assert list(result["client_health"]) == HEALTH and list(result["summary"]["ttft_ms"]) == DIST
     assert list(result["samples"]) == [*SAMPLE_COLUMNS, "duration_s"]
     assert result["label"] == "L" and result["tags"] == {"gpu": "none"} and result["config"]["slos"] == [
@@ -108,7 +110,7 @@ def test_open_loop_repeats_keep_their_keys_and_means(mock_server):
     m = mock_server(ttft_ms=TTFT, itl_ms=ITL)
     cfg, result, state = measure(m.base_url, repeat=2, concurrency=0, rate=40.0, requests=6, single=False)
     assert list(result) == TOP + ["model", "repeat_spread", "repeats"]
-    assert list(result["summary"]) == SUMMARY + OPEN_LOOP + ["goodput", "goodput_tokens", "offered_rate"]
+    assert list(result["summary"]) == SUMMARY + OPEN_LOOP + ["goodput", "goodput_tokens", "offered_rate"] + REASONING
     s, reps = result["summary"], [r["summary"] for r in result["repeats"]]
     assert s["offered_rate"] == 40.0 and s["requests_ok"] == 12 and result["accounting"]["balanced"]
     # per-run numbers are the repetitions' mean, open loop's achieved rate included; durations add up

@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import contextlib
+import json
 import random
 import socket
 import time
@@ -10,10 +11,11 @@ import time
 import pytest
 
 from conftest import load_json, tpsload
+from streams import ev
 from tpsload.config import RunConfig
 from tpsload.core.client import make_session
 from tpsload.core.tokens import apply_counts, resolve_pending
-from tpsload.protocol.openai import Decoded
+from tpsload.protocol.openai import Decoded, decode_body, decode_stream
 from tpsload.records import RequestRecord
 from tpsload.workload import prepare
 from tpsload.workload.tokenizer import Tokenizer
@@ -231,3 +233,53 @@ def test_a_tokenizer_file_is_not_copied_into_the_download_cache(tmp_path, no_cac
     tok = Tokenizer(str(byte_level_tiktoken(tmp_path / "b.tiktoken")))
     assert tok.count("hello") == 5
     assert list(no_cache.iterdir()) == []
+
+
+def reasoning_record(continuous=False, usage=True, stream=True):
+    """Three reasoning chunks of 3 tokens, then two answer chunks of 1 token, decoded as the client does."""
+    parts = [("reasoning_content", "r0 r1 r2"), ("reasoning_content", "r3 r4 r5"), ("reasoning", "r6 r7 r8"),
+             ("content", "a0"), ("content", "a1")]
+    cum = [3, 6, 9, 10, 11]
+    events = []
+    for (field, text), c in zip(parts, cum, strict=True):
+        obj = {"choices": [{"index": 0, "delta": {field: text}}]}
+        if continuous:
+            obj["usage"] = {"completion_tokens": c}
+        events.append(ev(obj))
+    if usage:
+        events.append(ev({"choices": [], "usage": {"completion_tokens": 11, "prompt_tokens": 3}}))
+    r = RequestRecord(index=0, stream=stream)
+    r.t_send, r.t_end = 1, 2
+    if stream:
+        d = decode_stream([((i + 1) * 1000, e) for i, e in enumerate(events)])
+    else:
+        message = {"role": "assistant", "reasoning_content": "r0 r1 r2 r3 r4 r5 r6 r7 r8", "content": "a0 a1"}
+        d = decode_body(json.dumps({"choices": [{"index": 0, "message": message}],
+                                    "usage": {"completion_tokens": 11}}).encode())
+    r.reasoning_chunks = d.reasoning_chunks  # as the client's _finish sets it
+    apply_counts(r, d)
+    return r
+
+
+def test_reasoning_counts_from_the_best_source_at_hand(tmp_path):
+    # per-chunk usage, reasoning all before the answer: the usage at the last reasoning chunk (exact)
+    r = reasoning_record(continuous=True)
+    assert (r.reasoning_tokens, r.reasoning_source, r.answer_tokens) == (9, "usage", 2)
+    # usage without per-chunk counts: the output shared by chunks, an estimate (here 11 x 3 / 5)
+    r = reasoning_record()
+    assert (r.reasoning_tokens, r.reasoning_source, r.reasoning_text) == (7, "estimate", None)
+    # no usage: the reasoning text is kept with the output text, and a tokenizer counts both after the run
+    byte_level = Tokenizer(str(byte_level_tiktoken(tmp_path / "b.tiktoken")))
+    r = reasoning_record(usage=False)
+    assert r.reasoning_text == "r0 r1 r2r3 r4 r5r6 r7 r8" and r.text == r.reasoning_text + "a0a1"
+    resolve_pending([r], byte_level)
+    assert (r.reasoning_tokens, r.reasoning_source, r.output_tokens, r.reasoning_text) == (24, "tokenizer", 28, None)
+    # a server known to send a token per chunk: its reasoning chunks are the count
+    r = reasoning_record(usage=False)
+    resolve_pending([r], byte_level, chunks_exact=True)
+    assert (r.reasoning_tokens, r.reasoning_source, r.output_tokens) == (3, "chunks", 5)
+    # a whole reply: its reasoning text, counted after the run
+    r = reasoning_record(stream=False)
+    assert r.output_tokens == 11 and r.reasoning_text == "r0 r1 r2 r3 r4 r5 r6 r7 r8"
+    resolve_pending([r], byte_level)
+    assert (r.reasoning_tokens, r.reasoning_source, r.answer_tokens) == (26, "tokenizer", 0)

@@ -104,6 +104,20 @@ class RequestRecord:
     retries: int = 0
     server_timings: dict[str, Any] | None = None
     text: str | None = None  # generated text, kept only until a tokenizer has counted it
+    # thinking models: arrival of the first chunk with answer text (content/text), after any reasoning
+    t_answer: int | None = None
+    # reasoning tokens among output_tokens (0: no reasoning seen), and where that count came from (None: no
+    # reasoning to count, or none it could be counted from)
+    reasoning_tokens: int | None = None
+    reasoning_source: TokenSource | None = None
+    reasoning_text: str | None = None  # reasoning text, kept only until a tokenizer has counted it
+
+    @property
+    def answer_tokens(self) -> int | None:
+        """Output tokens that are not reasoning: the answer."""
+        if self.output_tokens is None or self.reasoning_tokens is None:
+            return None
+        return max(0, self.output_tokens - self.reasoning_tokens)
 
     @property
     def ok(self) -> bool:
@@ -153,12 +167,17 @@ class RequestRecord:
             "chunk_offsets_us": [(t - send) // 1000 for t in self.chunk_times],
             "chunk_tokens": list(self.chunk_tokens) if self.chunk_tokens is not None else None,
             "server_timings": self.server_timings,
+            "t_answer_ms": rel(self.t_answer),
+            "reasoning_tokens": self.reasoning_tokens,
+            "reasoning_source": self.reasoning_source,
+            "answer_tokens": self.answer_tokens,
         }
         return d
 
 
 # every field that holds a perf_counter_ns() stamp (a worker on another machine has them shifted onto ours)
-TIMESTAMPS = ("t_sched", "t_send", "t_connected", "t_written", "t_headers", "t_first", "t_last", "t_end", "t_done")
+TIMESTAMPS = ("t_sched", "t_send", "t_connected", "t_written", "t_headers", "t_first", "t_last", "t_end", "t_done",
+              "t_answer")
 
 
 def write_jsonl(records: Iterable[RequestRecord], t0: int, fh: IO[str]) -> int:

@@ -17,6 +17,15 @@ from tpsload.analysis.sweep import name as sweep_name
 
 DISTS = (("TTFT", "ttft_ms", "ms"), ("ITL", "itl_ms", "ms"), ("TPOT", "tpot_ms", "ms"),
          ("E2E latency", "e2e_latency_ms", "ms"), ("Decode speed", "decode_tps", "tok/s"))
+# shown where a request reasoned: TTFT is then when thinking began, TTFA when the answer did
+REASONING_DISTS = (("TTFA (first answer)", "ttfa_ms", "ms"), ("Reasoning tokens", "reasoning_tokens", "tok"),
+                   ("Answer tokens", "answer_tokens", "tok"), ("Reasoning speed", "reasoning_decode_tps", "tok/s"),
+                   ("Answer speed", "answer_decode_tps", "tok/s"))
+
+
+def dists_of(summary: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """The distributions a run's tables show: the reasoning ones too where any request reasoned."""
+    return DISTS + REASONING_DISTS if summary.get("requests_reasoning") else DISTS
 
 # The sweep table, one row per level: (header, csv_row field, decimals; None for counts)
 LEVEL_COLUMNS = (("ok", "requests_ok", None), ("failed", "requests_failed", None),
@@ -70,7 +79,7 @@ def run_tables(r: dict[str, Any]) -> dict[str, Any]:
            ("Error rate", fmt(s["error_rate"])),
            ("Token counts from", ", ".join(f"{k} {v}" for k, v in s["token_sources"].items()) or "–")]
     dists = [[label, unit] + [fmt((s.get(key) or {}).get(q)) for q in ("mean", "p50", "p90", "p99", "max")]
-             for label, key, unit in DISTS]
+             for label, key, unit in dists_of(s)]
     slo = [[o["slo"], fmt(o["value"]), "met" if o["met"] else "MISSED"]
            for o in ((r.get("slo") or {}).get("objectives") or [])]
     h = r["client_health"]

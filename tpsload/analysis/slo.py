@@ -16,8 +16,8 @@ import numpy as np
 from tpsload.analysis.stats import PerRequest, Summary
 from tpsload.errors import TpsloadError
 
-TIME_METRICS = ("ttft", "itl", "icl", "tpot", "e2e_latency", "ttft_sched", "e2e_latency_sched")
-RATE_METRICS = ("decode_tps", "e2e_tps", "prefill_tps")
+TIME_METRICS = ("ttft", "itl", "icl", "tpot", "e2e_latency", "ttft_sched", "e2e_latency_sched", "ttfa")
+RATE_METRICS = ("decode_tps", "e2e_tps", "prefill_tps", "reasoning_decode_tps", "answer_decode_tps")
 RUN_METRICS = {"error_rate": "fraction", "output_throughput": "tok/s", "steady_output_throughput": "tok/s",
                "request_throughput": "req/s"}
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}

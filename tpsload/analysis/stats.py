@@ -46,7 +46,8 @@ def dist(values: Any) -> Dist | None:
 
 
 REQUEST_METRICS = ("ttft_ms", "e2e_latency_ms", "tpot_ms", "decode_tps", "e2e_tps", "prefill_tps",
-                   "ttft_sched_ms", "e2e_latency_sched_ms", "connect_ms", "send_ms", "ttfb_ms")
+                   "ttft_sched_ms", "e2e_latency_sched_ms", "connect_ms", "send_ms", "ttfb_ms",
+                   "ttfa_ms", "reasoning_tokens", "answer_tokens", "reasoning_decode_tps", "answer_decode_tps")
 
 
 def phase_metrics(r: RequestRecord, m: dict[str, float]) -> None:
@@ -61,12 +62,35 @@ def phase_metrics(r: RequestRecord, m: dict[str, float]) -> None:
             m["ttfb_ms"] = (r.t_headers - r.t_written) / MS
 
 
+def reasoning_metrics(r: RequestRecord, m: dict[str, float]) -> None:
+    """Thinking models (METRICS.md): the time to the first answer token and the two parts of the output,
+    each with its decode speed. The reasoning part runs from the first output to the first answer (its
+    tokens were decoded in that span); the answer part from the first answer to the last chunk. Without
+    reasoning, `ttfa` is `ttft` and the answer part is the whole output."""
+    if r.reasoning_tokens is not None:
+        m["reasoning_tokens"] = r.reasoning_tokens
+    answer = r.answer_tokens
+    if answer is not None:
+        m["answer_tokens"] = answer
+    if r.t_answer is None or r.t_send is None:
+        if r.reasoning_tokens and r.reasoning_tokens > 1 and r.t_first is not None and r.t_last is not None \
+                and r.t_last > r.t_first:  # all reasoning, no answer (cut off by max_tokens)
+            m["reasoning_decode_tps"] = (r.reasoning_tokens - 1) * NS / (r.t_last - r.t_first)
+        return
+    m["ttfa_ms"] = (r.t_answer - r.t_send) / MS
+    if r.reasoning_tokens and r.t_first is not None and r.t_answer > r.t_first:
+        m["reasoning_decode_tps"] = r.reasoning_tokens * NS / (r.t_answer - r.t_first)
+    if answer is not None and answer > 1 and r.t_last is not None and r.t_last > r.t_answer:
+        m["answer_decode_tps"] = (answer - 1) * NS / (r.t_last - r.t_answer)
+
+
 def request_metrics(r: RequestRecord) -> dict[str, float]:
     """The per-request metrics of METRICS.md for one successful request; absent when undefined."""
     send = r.t_send
     out = r.output_tokens or 0
     m: dict[str, float] = {"output_tokens": out}
     phase_metrics(r, m)
+    reasoning_metrics(r, m)
     if r.t_last is not None and r.t_last > send:
         lat = r.t_last - send
         m["e2e_latency_ms"] = lat / MS
@@ -284,6 +308,15 @@ class Summary:
     goodput: float | None = None
     goodput_tokens: float | None = None
     offered_rate: float | None = field(default=None, metadata=OPTIONAL)  # open loop only: --rate
+    # thinking models (METRICS.md): time to the first answer token, the output's reasoning and answer
+    # parts and their decode speeds; for a model that does not reason ttfa is ttft and the answer all output
+    requests_reasoning: int = 0  # successful requests with reasoning tokens
+    ttfa_ms: Dist | None = None
+    reasoning_tokens: Dist | None = None
+    answer_tokens: Dist | None = None
+    reasoning_decode_tps: Dist | None = None
+    answer_decode_tps: Dist | None = None
+    reasoning_sources: dict[TokenSource, int] = field(default_factory=dict)  # requests with reasoning, by source
 
 
 def summarize(records: Sequence[RequestRecord], concurrency: int, open_loop: bool = False,
@@ -341,6 +374,13 @@ def summarize(records: Sequence[RequestRecord], concurrency: int, open_loop: boo
         connections_opened=sum(1 for r in measured if r.connection is ConnectionUse.NEW),
         connections_reused=sum(1 for r in measured if r.connection is ConnectionUse.REUSED),
         schedule=schedule(measured, pr) if open_loop else None,
+        requests_reasoning=sum(1 for r in ok if r.reasoning_tokens),
+        ttfa_ms=dist(pr.column("ttfa_ms")),
+        reasoning_tokens=dist(pr.column("reasoning_tokens")),
+        answer_tokens=dist(pr.column("answer_tokens")),
+        reasoning_decode_tps=dist(pr.column("reasoning_decode_tps")),
+        answer_decode_tps=dist(pr.column("answer_decode_tps")),
+        reasoning_sources=dict(Counter(r.reasoning_source for r in ok if r.reasoning_source)),
     )
 
 

@@ -56,6 +56,14 @@ IMITATE = ("llama-server", "llama-cpp-python", "vllm", "sglang", "ollama", "lmst
               help="Serve a tokenize route: llama.cpp's or vLLM's /tokenize, llama-cpp-python's /extras/tokenize.")
 @click.option("--drop-ignore-eos", is_flag=True, help="Ignore ignore_eos (min_tokens still forces the length).")
 @click.option("--empty-replies", is_flag=True, help="Every reply carries no text.")
+@click.option("--reasoning-tokens", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Chat replies begin with this many reasoning tokens (part of the reply's length), like a "
+                   "thinking model.")
+@click.option("--reasoning-field", type=click.Choice(["reasoning_content", "reasoning"]),
+              default="reasoning_content", show_default=True,
+              help="Where reasoning goes: reasoning_content (llama.cpp, SGLang) or reasoning (newer vLLM, Ollama).")
+@click.option("--no-reasoning-usage", is_flag=True,
+              help="Leave reasoning out of usage (no completion_tokens_details.reasoning_tokens).")
 def mock_command(**o: Any) -> None:
     """Serve /v1/chat/completions, /v1/completions, /v1/models and /health with exact timing."""
     from tpsload.mock.server import MockConfig, main  # aiohttp.web: only when serving
@@ -71,4 +79,6 @@ def mock_command(**o: Any) -> None:
                     tokens_per_chunk=o["tokens_per_chunk"], metrics=o["metrics"],
                     metrics_delay_s=o["metrics_delay"], tls_cert=o["tls_cert"], tls_key=o["tls_key"],
                     interrupt=o["interrupt"], imitate=o["imitate"], eos_at=o["eos_at"], tokenize=o["tokenize"],
-                    drop_ignore_eos=o["drop_ignore_eos"], empty_replies=o["empty_replies"]))
+                    drop_ignore_eos=o["drop_ignore_eos"], empty_replies=o["empty_replies"],
+                    reasoning_tokens=o["reasoning_tokens"], reasoning_field=o["reasoning_field"],
+                    reasoning_usage=not o["no_reasoning_usage"]))

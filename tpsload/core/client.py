@@ -460,6 +460,8 @@ class Client:
             rec.chunk_times = array("q", out.chunk_times)
             rec.t_first = out.chunk_times[0]
             rec.t_last = out.chunk_times[-1]
+            if out.first_answer >= 0:  # after the request: which stamp was the first answer's
+                rec.t_answer = out.chunk_times[out.first_answer]
             if out.chunk_usage:
                 prev = 0
                 k = array("q")

@@ -9,7 +9,7 @@ client-side tokenizer is loaded only when a count needs it (workload.tokenizer).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from tpsload.protocol.openai import Decoded
 from tpsload.records import RequestRecord, TokenSource
@@ -46,15 +46,53 @@ def apply_counts(rec: RequestRecord, dec: Decoded) -> None:
         rec.output_tokens, rec.token_source = counts[TokenSource.USAGE], TokenSource.USAGE
     elif TokenSource.TIMINGS in counts:
         rec.output_tokens, rec.token_source = counts[TokenSource.TIMINGS], TokenSource.TIMINGS
-    else:
-        rec.text = dec.text  # resolved after the run, off the event loop
     if timings:
         rec.server_timings = timings
+    reasoning = None
+    if rec.output_tokens is None:
+        reasoning, answer = dec.texts()
+        rec.text = reasoning + answer  # resolved after the run, off the event loop
+    apply_reasoning(rec, dec, usage, reasoning)
+
+
+def apply_reasoning(rec: RequestRecord, dec: Decoded, usage: dict[str, Any], text: str | None) -> None:
+    """Reasoning tokens (METRICS.md "Thinking models"): usage.completion_tokens_details.reasoning_tokens
+    when sent; 0 when no reasoning came. Else the reasoning text is counted after the run where it is at
+    hand anyway (a non-streamed reply; a stream whose output is counted from its text, `text`). A stream
+    the server counted gets its reasoning count from its chunks instead, since decoding and keeping the
+    reasoning of every request for one count would load the client: the cumulative usage at the last
+    reasoning chunk when every reasoning chunk came before the answer (exact), else the output tokens
+    shared in proportion to the chunks (an estimate, exact for servers that send a token per chunk)."""
+    details = usage.get("completion_tokens_details")
+    rt = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    k = dec.reasoning_chunks
+    if isinstance(rt, int):
+        rec.reasoning_tokens, rec.reasoning_source = rt, TokenSource.USAGE
+    elif not k:
+        rec.reasoning_tokens = 0
+    elif not rec.stream:
+        rec.reasoning_text = dec.texts()[0]  # a reply decoded whole: its text is at hand
+    elif text is not None:
+        rec.reasoning_text = text
+    elif dec.chunk_usage and (dec.first_answer == k or not dec.content_chunks):
+        rec.reasoning_tokens, rec.reasoning_source = dec.chunk_usage[k - 1], TokenSource.USAGE
+    elif rec.output_tokens is not None and dec.chunk_times:
+        rec.reasoning_tokens = min(rec.output_tokens, round(rec.output_tokens * k / len(dec.chunk_times)))
+        rec.reasoning_source = TokenSource.ESTIMATE
+
+
+def _output_pending(r: RequestRecord) -> bool:
+    return r.output_tokens is None and r.text is not None
+
+
+def _reasoning_pending(r: RequestRecord) -> bool:
+    return r.reasoning_tokens is None and r.reasoning_text is not None
 
 
 def pending(records: Iterable[RequestRecord]) -> list[RequestRecord]:
-    """Successful requests the server sent no count for, whose text is still to be counted."""
-    return [r for r in records if r.ok and r.output_tokens is None and r.text is not None]
+    """Successful requests the server sent no count for, whose text (output or reasoning) is still to be
+    counted."""
+    return [r for r in records if r.ok and (_output_pending(r) or _reasoning_pending(r))]
 
 
 async def count_on_server(records: Iterable[RequestRecord], count: Callable[[str], Awaitable[int]],
@@ -71,7 +109,11 @@ async def count_on_server(records: Iterable[RequestRecord], count: Callable[[str
             if failed:
                 return False
             try:
-                rec.token_counts[TokenSource.SERVER_TOKENIZER] = await count(rec.text or "")
+                if _output_pending(rec):
+                    rec.token_counts[TokenSource.SERVER_TOKENIZER] = await count(rec.text or "")
+                if _reasoning_pending(rec):
+                    rec.reasoning_tokens = await count(rec.reasoning_text or "")
+                    rec.reasoning_source = TokenSource.SERVER_TOKENIZER
                 return True
             except Exception:  # any failure: the client-side fallbacks count instead
                 failed = True
@@ -84,6 +126,8 @@ def resolve_pending(records: Iterable[RequestRecord], tokenizer: "Tokenizer", ch
     """Count tokens for records the server gave no count for (after the run). `chunks_exact`: the
     server sends one token per output chunk (llama-cpp-python), so the chunk count is the count."""
     for rec in records:
+        if rec.reasoning_text is not None:
+            resolve_reasoning(rec, tokenizer, chunks_exact)
         if rec.output_tokens is not None or rec.text is None:
             continue
         counts = rec.token_counts
@@ -100,3 +144,17 @@ def resolve_pending(records: Iterable[RequestRecord], tokenizer: "Tokenizer", ch
             rec.output_tokens = counts.get(TokenSource.CHUNKS, 0)
             rec.token_source = TokenSource.ESTIMATE
         rec.text = None
+
+
+def resolve_reasoning(rec: RequestRecord, tokenizer: "Tokenizer", chunks_exact: bool) -> None:
+    """Reasoning tokens from the text kept for them, ranked as output tokens are: exact chunks > the
+    server's tokenizer (count_on_server, before this) > a client-side tokenizer > the number of reasoning
+    chunks (an estimate; a non-streamed reply has no chunks to estimate from: unknown)."""
+    if chunks_exact and rec.stream:
+        rec.reasoning_tokens, rec.reasoning_source = rec.reasoning_chunks, TokenSource.CHUNKS
+    elif rec.reasoning_tokens is None:
+        if rec.ok and (n := tokenizer.count(rec.reasoning_text or "")) is not None:
+            rec.reasoning_tokens, rec.reasoning_source = n, TokenSource.TOKENIZER
+        elif rec.stream:
+            rec.reasoning_tokens, rec.reasoning_source = rec.reasoning_chunks, TokenSource.ESTIMATE
+    rec.reasoning_text = None

@@ -61,6 +61,12 @@ class MockConfig:
     tokenize: str | None = None  # a tokenize route: "llama" (/tokenize), "vllm" (/tokenize), "extras"
     drop_ignore_eos: bool = False  # ignore `ignore_eos` (as llama-cpp-python does); `min_tokens` still forces
     empty_replies: bool = False  # every reply carries no text (a model without a chat template)
+    # a thinking model (chat only): the first `reasoning_tokens` tokens of a reply are reasoning, sent in
+    # `reasoning_field` ("reasoning_content": llama.cpp, SGLang, older vLLM; "reasoning": newer vLLM, Ollama),
+    # counted in usage.completion_tokens_details.reasoning_tokens unless `reasoning_usage` is off
+    reasoning_tokens: int = 0
+    reasoning_field: str = "reasoning_content"
+    reasoning_usage: bool = True
 
 
 # What each imitation answers (servers.detect reads the same things from real servers): its Server
@@ -251,8 +257,12 @@ class MockServer:
         ttft, itl = cfg.ttft_ms / 1e3, self._itl()
         rid = f"mock-{self.requests}"
         created = int(time.time())
-        usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": n,
-                 "total_tokens": _prompt_tokens(body) + n}
+        usage: dict[str, Any] = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": n,
+                                 "total_tokens": _prompt_tokens(body) + n}
+        # reasoning is part of the reply's length, as on real servers: a tight max_tokens cuts the answer
+        r = min(cfg.reasoning_tokens, n) if chat else 0
+        if cfg.reasoning_tokens and chat and cfg.reasoning_usage:
+            usage["completion_tokens_details"] = {"reasoning_tokens": r}
         kind = "chat.completion" if chat else "text_completion"
         # peer: the client's port, which tells one connection from another
         peer = request.transport.get_extra_info("peername")[1] if request.transport else None
@@ -270,8 +280,11 @@ class MockServer:
             entry["first_ns"] = entry["last_ns"] = perf_counter_ns()
             st.ttft.observe((entry["first_ns"] - t_in) / 1e9)
             st.generated_tokens += n
-            text = "".join(f" w{i}" for i in range(n))
-            choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+            text = "".join(f" w{i}" for i in range(r, n))
+            message = {"role": "assistant", "content": text}
+            if r:
+                message[cfg.reasoning_field] = "".join(f" r{i}" for i in range(r))
+            choice = ({"index": 0, "message": message, "finish_reason": finish}
                       if chat else {"index": 0, "text": text, "finish_reason": finish})
             reply = {"id": rid, "object": kind, "created": created, "model": cfg.model, "choices": [choice]}
             if not no_usage:
@@ -285,14 +298,19 @@ class MockServer:
             chunks.append((0.0, 0, _chunk({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
                                                                                      "content": ""},
                                                                   "finish_reason": None}]})))
-        # the first token alone, then `tokens_per_chunk` at a time (vLLM's --stream-interval)
+        # the first token alone, then `tokens_per_chunk` at a time (vLLM's --stream-interval); no chunk
+        # mixes reasoning and answer
         k = cfg.tokens_per_chunk
-        groups = ([[0]] if n else []) + [list(range(i, min(n, i + k))) for i in range(1, n, k)]
+        groups = ([[0]] if n else []) + [list(range(i, min(b, i + k))) for a, b in ((1, r), (max(r, 1), n))
+                                         for i in range(a, b, k)]
         continuous = bool((body.get("stream_options") or {}).get("continuous_usage_stats")) and not no_usage
         for g in groups:
-            text = "".join(f" w{i}" for i in g)
-            choice = ({"index": 0, "delta": {"content": text}, "finish_reason": None} if chat
-                      else {"index": 0, "text": text, "finish_reason": None})
+            if g[0] < r:
+                delta = {cfg.reasoning_field: "".join(f" r{i}" for i in g)}
+            else:
+                delta = {"content": "".join(f" w{i}" for i in g)}
+            choice = ({"index": 0, "delta": delta, "finish_reason": None} if chat
+                      else {"index": 0, "text": delta["content"], "finish_reason": None})
             obj = {**base, "choices": [choice]}
             if continuous:
                 done = g[-1] + 1

@@ -35,8 +35,12 @@ class Decoded:
     chunk_usage: list[int] | None = None  # cumulative completion_tokens per output chunk, when sent
     content_chunks: int = 0  # output chunks with content (or completions text) ...
     reasoning_chunks: int = 0  # ... and with reasoning, counted apart
-    # output text in order; raw JSON bytes for chunks the fast path did not parse
+    # answer (content/text) and reasoning text in order; raw JSON bytes for chunks the fast path did not parse
     text_parts: list[str | bytes] = field(default_factory=list)
+    reasoning_parts: list[str | bytes] = field(default_factory=list)
+    # index in chunk_times of the first chunk with answer text (content/text), -1 while none: its arrival,
+    # taken after the request, is the time to first answer of a thinking model
+    first_answer: int = -1
     usage: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
     finish_reason: str | None = None
@@ -48,16 +52,25 @@ class Decoded:
 
     @property
     def text(self) -> str:
-        """The generated text (parses the chunks the fast path skipped: only needed without usage)."""
-        parts = []
-        for p in self.text_parts:
-            if type(p) is bytes:
-                tmp = Decoded()
-                _apply(_loads(p), tmp)
-                parts.extend(tmp.text_parts)  # type: ignore[arg-type]
-            else:
-                parts.append(p)
-        return "".join(parts)  # type: ignore[arg-type]
+        """All the generated text, reasoning and answer (parses the chunks the fast path skipped: only
+        needed without usage)."""
+        reasoning, answer = self.texts()
+        return reasoning + answer
+
+    def texts(self) -> tuple[str, str]:
+        """(reasoning, answer) text, apart."""
+        reasoning: list[str] = []
+        answer: list[str] = []
+        for parts, plain in ((self.reasoning_parts, reasoning), (self.text_parts, answer)):
+            for p in parts:
+                if type(p) is bytes:
+                    tmp = Decoded()
+                    _apply(_loads(p), tmp)
+                    reasoning.extend(tmp.reasoning_parts)  # type: ignore[arg-type]
+                    answer.extend(tmp.text_parts)  # type: ignore[arg-type]
+                else:
+                    plain.append(p)  # type: ignore[arg-type]
+        return "".join(reasoning), "".join(answer)
 
 
 def build_body(
@@ -140,11 +153,16 @@ def _apply(obj: Any, out: Decoded) -> tuple[bool, int | None]:
             if not isinstance(choice, dict):
                 raise ProtocolError("a choice is not an object")
             content, reasoning = _output_of(choice)
-            if content or reasoning:
+            if content:
                 carries = True
-                out.content_chunks += bool(content)
-                out.reasoning_chunks += bool(reasoning)
-                out.text_parts.append(reasoning + content)
+                if out.first_answer < 0:
+                    out.first_answer = len(out.chunk_times)  # this chunk's index, once it is appended
+                out.content_chunks += 1
+                out.text_parts.append(content)
+            if reasoning:
+                carries = True
+                out.reasoning_chunks += 1
+                out.reasoning_parts.append(reasoning)
             fr = choice.get("finish_reason")
             if fr:
                 out.finish_reason = fr
@@ -178,11 +196,14 @@ class StreamDecoder:
             if m:
                 times.append(ts)
                 self._have_cum = False
-                out.text_parts.append(data[6:-2])
                 if m.end(1) - m.start(1) < 8:  # "content" or "text", not "reasoning..."
+                    if out.first_answer < 0:
+                        out.first_answer = len(times) - 1
                     out.content_chunks += 1
+                    out.text_parts.append(data[6:-2])
                 else:
                     out.reasoning_chunks += 1
+                    out.reasoning_parts.append(data[6:-2])
             return True
         for ev in self._parser.feed_raw(data):
             if type(ev) is bytes:
@@ -193,11 +214,14 @@ class StreamDecoder:
                     if m:
                         times.append(ts)
                         self._have_cum = False
-                        out.text_parts.append(ev)
                         if m.end(1) - m.start(1) < 8:  # "content" or "text", not "reasoning..."
+                            if out.first_answer < 0:
+                                out.first_answer = len(times) - 1
                             out.content_chunks += 1
+                            out.text_parts.append(ev)
                         else:
                             out.reasoning_chunks += 1
+                            out.reasoning_parts.append(ev)
                     continue
                 self._event(ev, None, ts)
             else:

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from tpsload.analysis.numbers import fmt
-from tpsload.analysis.report import DISTS, level_table, sweep_verdicts
+from tpsload.analysis.report import dists_of, level_table, sweep_verdicts
 from tpsload.core.runner import RunState
 
 
@@ -87,11 +87,14 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
     top.add_row("Concurrency achieved", fmt(s["concurrency_achieved"], 2), "requests in flight (time-weighted)")
     srcs = ", ".join(f"{k} {v}" for k, v in s["token_sources"].items()) or "–"
     top.add_row("Token counts from", srcs, "")
+    if s.get("requests_reasoning"):
+        rsrcs = ", ".join(f"{k} {v}" for k, v in (s.get("reasoning_sources") or {}).items()) or "–"
+        top.add_row("Reasoning requests", str(s["requests_reasoning"]), f"(reasoning counts from {rsrcs})")
     con.print(top)
     t = Table(show_edge=False, header_style="bold")
     for col in ("", "unit", "mean", "p50", "p90", "p99", "max", "n"):
         t.add_column(col, justify="left" if col in ("", "unit") else "right")
-    for label, key, unit in DISTS:
+    for label, key, unit in dists_of(s):
         d = s.get(key)
         if d is None:
             t.add_row(label, unit, *(["–"] * 6))
