@@ -104,6 +104,11 @@ class RequestRecord:
     retries: int = 0
     server_timings: dict[str, Any] | None = None
     text: str | None = None  # generated text, kept only until a tokenizer has counted it
+    # multi-turn sessions (--turns): the conversation, its turn (0 first), and the llama-server slot it was
+    # pinned to (--slot-affinity: the server names no slot in its answers, so only a pinned one is known)
+    session: int | None = None
+    turn: int | None = None
+    slot: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -154,6 +159,8 @@ class RequestRecord:
             "chunk_tokens": list(self.chunk_tokens) if self.chunk_tokens is not None else None,
             "server_timings": self.server_timings,
         }
+        if self.session is not None:
+            d.update(session=self.session, turn=self.turn, slot=self.slot)
         return d
 
 

@@ -93,13 +93,14 @@ def prompt_cache_check(ok: Sequence[RequestRecord], workload: Workload) -> tuple
 def workload_checks(records: Sequence[RequestRecord], workload: Workload) -> tuple[dict[str, Any], list[str]]:
     """What was observed against what was asked for; warnings past 5 % or for early stops."""
     ok = [r for r in records if r.ok and not r.warmup]
-    n_items = len(workload.items)
     warnings: list[str] = []
     input_err, in_req, in_obs = [], [], []
     early = 0
     out_req: list[int] = []
     for r in ok:
-        item = workload.items[r.index % n_items]
+        item = workload.item_for(r)
+        if item is None:
+            continue
         if item.input_tokens is not None and r.prompt_tokens is not None:
             in_req.append(item.input_tokens)
             in_obs.append(r.prompt_tokens)
@@ -131,7 +132,8 @@ def workload_checks(records: Sequence[RequestRecord], workload: Workload) -> tup
         warnings.append(f"{empty} of {len(ok)} successful requests returned no output (0 tokens): their "
                         "throughput and latencies mean nothing; does the model have a chat template? "
                         "(try --endpoint completions)")
-    cache, more = prompt_cache_check(ok, workload)
+    # a conversation's later turns resend its history: their cache hits are the point, not a flaw
+    cache, more = prompt_cache_check([r for r in ok if (r.turn or 1) == 1], workload)
     if cache is not None:
         observed["prompt_cache"] = cache
     warnings += more
