@@ -7,7 +7,9 @@ import urllib.request
 import pytest
 
 from conftest import load_json, tpsload
+from tpsload.config import ThinkTime, parse_think_time, parse_turns
 from tpsload.workload import datasets
+from tpsload.workload.sessions import think_ns, turn_counts
 
 TAG = re.compile(r"^[0-9a-f]{8} Request \d+: ")
 
@@ -73,6 +75,30 @@ def test_dataset_conversations_replay_turn_by_turn(mock_server, tmp_path):
     prompts = [e["prompt"] for e in mock_log(m)]
     assert prompts == ["Be brief. first question", "Be brief. first question DATASET-REPLY-ONE second question"]
     assert res["workload"]["sessions"]["history"] == "dataset"
+
+
+def test_open_loop_starts_conversations_on_the_schedule(mock_server, tmp_path):
+    m = mock_server(ttft_ms=5, itl_ms=1)
+    _, recs, _ = session_run(m, tmp_path, "o", "--turns", "2", "--input-tokens", "6", "--output-tokens", "2",
+                             "--rate", "10", "--arrival", "constant", "-n", "3", "-q")
+    by = {(r["session"], r["turn"]): r for r in recs}
+    assert sorted(by) == [(k, t) for k in range(3) for t in (1, 2)]
+    # conversation starts 100 ms apart (--rate 10, constant); each second turn due when its first ended
+    starts = [by[(k, 1)]["t_sched_ms"] for k in range(3)]
+    assert [b - a for a, b in zip(starts, starts[1:], strict=False)] == [pytest.approx(100, abs=0.01)] * 2
+    assert all(by[(k, 2)]["t_sched_ms"] == pytest.approx(by[(k, 1)]["t_end_ms"], abs=0.01) for k in range(3))
+
+
+def test_think_times_and_turn_counts_are_seeded():
+    uniform, expo = parse_think_time("1s-3s"), parse_think_time("exp:500ms")
+    assert parse_think_time("250ms") == ThinkTime("fixed", 0.25, 0.25) and parse_turns("2-5") == (2, 5)
+    a = [think_ns(uniform, 7, k, 2) for k in range(200)]
+    assert a == [think_ns(uniform, 7, k, 2) for k in range(200)] != [think_ns(uniform, 8, k, 2) for k in range(200)]
+    assert 1e9 <= min(a) and max(a) <= 3e9 and think_ns(uniform, 7, 0, 1) == 0  # no pause before a first turn
+    e = [think_ns(expo, 1, k, t) for k in range(400) for t in (2, 3)]
+    assert sum(e) / len(e) == pytest.approx(0.5e9, rel=0.1)
+    counts = turn_counts(300, (2, 5), 3)
+    assert counts == turn_counts(300, (2, 5), 3) and set(counts) == {2, 3, 4, 5}
 
 
 def test_sharegpt_conversations_parse_into_turns(tmp_path):

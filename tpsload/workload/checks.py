@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 from tpsload.analysis.stats import dist
 from tpsload.records import RequestRecord
+from tpsload.workload.sessions import Sessions
 from tpsload.workload.spec import Workload
 
 LENGTH_TOLERANCE = 0.05
@@ -33,8 +34,11 @@ def context_warning(server: dict[str, Any], workload: Workload) -> str | None:
     n_ctx = (server.get("llama_cpp") or {}).get("n_ctx_per_slot")
     if not isinstance(n_ctx, int):
         return None
-    worst = max(_input_estimate(workload, i) + (workload.items[i].max_tokens or workload.params.max_tokens or 0)
-                for i in range(len(workload.items)))
+    if isinstance(workload, Sessions):
+        worst = workload.last_turn_tokens()
+    else:
+        worst = max(_input_estimate(workload, i) + (workload.items[i].max_tokens or workload.params.max_tokens or 0)
+                    for i in range(len(workload.items)))
     if worst > n_ctx:
         return (f"prompt + output may need ~{worst} tokens but a llama-server slot holds {n_ctx} "
                 "(it splits -c over -np slots): such requests fail with HTTP 400; raise -c or lower -np")

@@ -154,6 +154,20 @@ class Sessions(Workload):
             body["id_slot"] = slot
         return json.dumps(body).encode()
 
+    def last_turn_tokens(self) -> int:
+        """About how many tokens the longest conversation's last turn needs (its whole history and reply):
+        what must fit a llama-server slot."""
+        default = self.params.max_tokens or 0
+
+        def size(c: Conversation) -> int:
+            words = sum(len(m["content"]) for m in c.system) // 4
+            for t in c.turns:
+                reply = t.max_tokens or default or len(t.reply or "") // 4
+                words += (t.input_tokens or len(t.user) // 4) + reply
+            return words
+
+        return max(size(c) for c in self.conversations)
+
     def item_for(self, rec: RequestRecord) -> RequestSpec | None:
         """A first turn was built to a length; a later turn is its history plus a message (no asked length)."""
         if rec.session is None or rec.turn is None:
