@@ -264,6 +264,8 @@ def combine_repeats(cfg: RunConfig, reps: list[tuple[dict[str, Any], RunState]],
     for k, (_, st) in enumerate(reps):
         for r in st.records:
             r.index += k * REPEAT_INDEX_STEP  # unique across repetitions in --records
+            if r.session is not None:  # --turns: each repetition's conversations are its own
+                r.session += k * REPEAT_INDEX_STEP
         pooled.records.extend(st.records)
         pooled.lags.lags_ms.extend(st.lags.lags_ms)
         pooled.cpu_s += st.cpu_s
