@@ -67,13 +67,15 @@ def test_dataset_conversations_replay_turn_by_turn(mock_server, tmp_path):
     data = tmp_path / "c.jsonl"
     data.write_text(json.dumps({"messages": [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "first question"},
-        {"role": "assistant", "content": "DATASET-REPLY-ONE"}, {"role": "user", "content": "second question"},
-        {"role": "assistant", "content": "DATASET-REPLY-TWO"}, {"role": "user", "content": "third question"}]}) + "\n")
+        {"role": "assistant", "content": "sure thing"}, {"role": "user", "content": "second question"},
+        {"role": "assistant", "content": "fine"}, {"role": "user", "content": "third question"}]}) + "\n")
     res, recs, _ = session_run(m, tmp_path, "d", "--dataset", str(data), "--turns", "2", "--history", "dataset",
-                               "-n", "1", "--max-tokens", "3", "-q")
+                               "-n", "1", "--output-tokens", "dataset", "-q")
     assert [r["turn"] for r in recs] == [1, 2]  # --turns 2 caps the three turns the conversation has
+    assert [r["output_tokens"] for r in recs] == [2, 1]  # each turn as long as the dataset's reply to it
     prompts = [e["prompt"] for e in mock_log(m)]
-    assert prompts == ["Be brief. first question", "Be brief. first question DATASET-REPLY-ONE second question"]
+    # the dataset's reply resent, not the mock's own (" w0 w1")
+    assert prompts == ["Be brief. first question", "Be brief. first question sure thing second question"]
     assert res["workload"]["sessions"]["history"] == "dataset"
 
 

@@ -105,8 +105,12 @@ async def _sessions(cfg: RunConfig, session: aiohttp.ClientSession, model: str, 
                                "assistant reply after it (use --history replies)")
         if w.output_from_dataset:
             counter = await _counter(cfg, session, model, tokenizer)
-            loaded = [Conversation(tuple(Turn(t.user, t.reply, max(1, await counter.count(t.reply)) if t.reply
-                                              else t.max_tokens) for t in c.turns), c.system) for c in loaded]
+            sized = []
+            for c in loaded:  # each turn's output length: its dataset reply's, where it has one
+                turns = [Turn(t.user, t.reply, max(1, await counter.count(t.reply)) if t.reply else t.max_tokens)
+                         for t in c.turns]
+                sized.append(Conversation(tuple(turns), c.system))
+            loaded = sized
             desc["output_length_counter"] = counter.name
         order = datasets.shuffled(loaded, w.seed)
         convs = [cap_turns(order[k % len(order)], counts[k]) for k in range(min(n, max(len(order), 1)))]
