@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 from time import perf_counter_ns
+from typing import Callable
 
-from tpsload.core.runner import PROGRESS_INTERVAL_S, START_DELAY_NS, Runner, _sleep_until
+from tpsload.config import RunConfig
+from tpsload.core.client import Client
+from tpsload.core.runner import PROGRESS_INTERVAL_S, START_DELAY_NS, Runner, RunState, Share, _sleep_until
 from tpsload.core.scheduler import open_plan
 from tpsload.records import RequestRecord
 from tpsload.workload.sessions import Sessions
@@ -24,8 +27,9 @@ class SessionRunner(Runner):
 
     workload: Sessions
 
-    def __init__(self, *args, **kw) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kw)
+    def __init__(self, cfg: RunConfig, client: Client, workload: Sessions, state: RunState,
+                 progress: Callable[[RunState], None] | None = None, share: Share | None = None) -> None:
+        super().__init__(cfg, client, workload, state, progress, share)
         self._conv = 0  # the next conversation to start (closed loop)
 
     async def _phase(self, limit: int | None, deadline: int | None, warmup: bool) -> None:
