@@ -8,6 +8,7 @@ import pytest
 
 from conftest import load_json, tpsload
 from tpsload.config import ThinkTime, parse_think_time, parse_turns
+from tpsload.render import markdown
 from tpsload.workload import datasets
 from tpsload.workload.sessions import think_ns, turn_counts
 
@@ -55,6 +56,9 @@ def test_turns_resend_history_with_replies_after_think_time_salted_once(mock_ser
     assert [(row["turn"], row["ok"], row["prompt_tokens"]["p50"]) for row in s["per_turn"]] == \
         [(1, 3, 6), (2, 3, 16), (3, 3, 26)]
     assert "Conversations: 3 (3 with every turn ok)" in p.stdout and "cache hit" in p.stdout
+    # ... in a report, and a session run compares with another
+    md = markdown.dumps([("a", res), ("b", res)])
+    assert "| turn | ok | TTFT p50 ms |" in md and "| 3 | 3/3 |" in md and "## b vs a" in md
     # the same --seed (and salt) sends the same conversations again; another seed others
     again, other = tmp_path / "q.jsonl", tmp_path / "r.jsonl"
     tpsload("run", "--base-url", m.base_url, *common, "-q", "--save-prompts", str(again), check=0)

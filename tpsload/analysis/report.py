@@ -105,6 +105,17 @@ def level_table(sweep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return [key, *(h for h, _, _ in LEVEL_COLUMNS), "SLO"], rows
 
 
+def sweep_turn_table(sweep: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """A --turns sweep: each level's per-turn table, one block of rows per level; None without turns."""
+    key = sweep["key"]
+    rows, header = [], None
+    for lv in sweep["levels"]:
+        if lv.get("sessions"):
+            header, turn_rows = turn_table(lv["sessions"])
+            rows += [[f"{lv[key]:g}", *row] for row in turn_rows]
+    return ([key, *header], rows) if header else None
+
+
 def sweep_verdicts(sweep: dict[str, Any]) -> list[tuple[str, str]]:
     """The sweep's conclusions in words: (label, text)."""
     out = [(label, sweep[k]["text"]) for k, label in (("saturation", "Saturation"), ("slo_frontier", "SLO frontier"))

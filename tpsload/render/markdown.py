@@ -23,6 +23,9 @@ def dumps(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
         out.append(_table(("", ""), report.describe(r)))
         if r.get("kind") == "sweep":
             out.append(_table(*report.level_table(r)))
+            turns = report.sweep_turn_table(r)
+            if turns:
+                out.append(_table(*turns))
             out += [f"**{label}:** {text}\n" for label, text in report.sweep_verdicts(r)]
         else:
             t = report.run_tables(r)
