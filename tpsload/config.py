@@ -72,6 +72,16 @@ class Target:
             object.__setattr__(self, "url_auth", auth)
 
 
+@dataclass(frozen=True)
+class ThinkTime:
+    """The pause between a reply's end and the next turn: fixed, uniform in [lo, hi], or exponential with
+    mean `lo` (seeded per conversation and turn)."""
+
+    kind: str  # "fixed", "uniform" or "exponential"
+    lo_s: float
+    hi_s: float
+
+
 @_group
 @dataclass(frozen=True)
 class WorkloadSpec:
@@ -100,6 +110,11 @@ class WorkloadSpec:
     temperature: float | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None
+    # multi-turn sessions (--turns): turns per conversation as (min, max), seeded; None: one request each
+    turns: tuple[int, int] | None = None
+    think_time: ThinkTime | None = None  # between a reply's end and the conversation's next turn
+    history: str = "replies"  # the assistant turns resent: "replies" (what the server said) or "dataset"
+    slot_affinity: bool = False  # llama-server: pin each conversation to one slot (id_slot)
 
 
 @_group
@@ -328,6 +343,77 @@ def parse_workers(value: str) -> int:
     return n
 
 
+def parse_turns(value: str | None) -> tuple[int, int] | None:
+    """'3' -> (3, 3); '2-5' -> (2, 5): turns per conversation, drawn per conversation with the seed."""
+    if value is None:
+        return None
+    lo, sep, hi = value.strip().partition("-")
+    try:
+        a, b = int(lo), int(hi) if sep else int(lo)
+    except ValueError:
+        raise TpsloadError(f"--turns {value!r}: a number of turns (3) or a range (2-5)") from None
+    if a < 1 or b < a:
+        raise TpsloadError(f"--turns {value!r}: at least 1, and a range's low end first (2-5)")
+    return a, b
+
+
+def _seconds(text: str, flag: str, value: str) -> float:
+    v = text.strip().lower()
+    mult = 1e-3 if v.endswith("ms") else 1.0
+    num = v[:-2] if v.endswith("ms") else v[:-1] if v.endswith("s") else v
+    try:
+        secs = float(num) * mult
+    except ValueError:
+        raise TpsloadError(f"{flag} {value!r}: seconds (2s, 500ms), a range (1s-3s) or a mean (exp:2s)") from None
+    if not secs >= 0:
+        raise TpsloadError(f"{flag} {value!r}: must not be negative")
+    return secs
+
+
+def parse_think_time(value: str | None) -> ThinkTime | None:
+    """'2s' fixed; '1s-3s' (or '1-3s') uniform; 'exp:2s' exponential with a 2 s mean."""
+    if value is None:
+        return None
+    v = value.strip().lower()
+    if v.startswith("exp:"):
+        return ThinkTime("exponential", _seconds(v[4:], "--think-time", value), 0.0)
+    lo, sep, hi = v.partition("-")
+    if sep:
+        unit = "ms" if hi.endswith("ms") else "s" if hi.endswith("s") else ""
+        a = _seconds(lo if lo.endswith("s") else lo + unit, "--think-time", value)
+        b = _seconds(hi, "--think-time", value)
+        if b < a:
+            raise TpsloadError(f"--think-time {value!r}: a range's low end first (1s-3s)")
+        return ThinkTime("uniform", a, b)
+    secs = _seconds(v, "--think-time", value)
+    return ThinkTime("fixed", secs, secs)
+
+
+def _session_checks(o: dict[str, Any]) -> None:
+    """The flags that only make sense with --turns, and what --turns rules out: one line each."""
+    if o.get("turns") is None:
+        for flag in ("think_time", "slot_affinity"):
+            if o.get(flag):
+                raise TpsloadError(f"--{flag.replace('_', '-')} needs --turns (multi-turn conversations)")
+        if o.get("history", "replies") != "replies":
+            raise TpsloadError("--history needs --turns (multi-turn conversations)")
+        return
+    if o["endpoint"] != "chat":
+        raise TpsloadError("--turns needs --endpoint chat: a conversation is a list of chat messages")
+    if o["prompt"] is not None or o["prompt_file"] is not None:
+        raise TpsloadError("--turns takes its messages from --input-tokens (synthetic) or a --dataset with "
+                           "conversations, not from --prompt/--prompt-file")
+    if o["input_tokens"] is None and o["dataset"] is None:
+        raise TpsloadError("--turns needs --input-tokens N (synthetic user messages) or a --dataset of conversations")
+    if o.get("history", "replies") == "dataset" and o["dataset"] is None:
+        raise TpsloadError("--history dataset needs a --dataset of conversations (its replies are resent)")
+    if o["shared_prefix"]:
+        raise TpsloadError("--shared-prefix does not apply to --turns: a conversation's turns share their history")
+    if parse_workers(o["workers"]) != 1 or o["ray_address"]:
+        raise TpsloadError("--turns runs in one process: drop --workers/--ray (each conversation keeps its "
+                           "history in the process that drives it)")
+
+
 def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
     """Raw flag values -> a validated RunConfig; `given` names the flags given on the command line."""
     def explicit(name: str) -> bool:
@@ -379,7 +465,8 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
         raise TpsloadError("--system needs --endpoint chat")
     if o["input_tokens_min"] and o["input_tokens_max"] and o["input_tokens_min"] > o["input_tokens_max"]:
         raise TpsloadError("--input-tokens-min is larger than --input-tokens-max")
-    load_flags = any(o[k] is not None for k in ("concurrency", "requests", "duration", "rate"))
+    _session_checks(o)
+    load_flags = any(o[k] is not None for k in ("concurrency", "requests", "duration", "rate", "turns"))
     rate = o["rate"]
     # closed loop: requests in flight; open loop (--rate): an optional cap, 0 = none
     concurrency = o["concurrency"] or (0 if rate else 1)
@@ -415,6 +502,8 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
         warmup=o["warmup"], grace_s=o["grace"], tokenizer=o["tokenizer"], single=not load_flags,
         mock=o["mock"],
         preconnect=not o["no_preconnect"],
+        turns=parse_turns(o.get("turns")), think_time=parse_think_time(o.get("think_time")),
+        history=o.get("history") or "replies", slot_affinity=bool(o.get("slot_affinity")),
     )
 
 

@@ -118,6 +118,12 @@ class RequestRecord:
         if self.output_tokens is None or self.reasoning_tokens is None:
             return None
         return max(0, self.output_tokens - self.reasoning_tokens)
+    # multi-turn sessions (--turns): the conversation, its turn (1 first), and the llama-server slot it was
+    # pinned to (--slot-affinity: the server names no slot in its answers, so only a pinned one is known)
+    session: int | None = None
+    turn: int | None = None
+    slot: int | None = None
+    reply: str | None = None  # --turns: the answer's text, until the conversation's next turn is built
 
     @property
     def ok(self) -> bool:
@@ -172,6 +178,8 @@ class RequestRecord:
             "reasoning_source": self.reasoning_source,
             "answer_tokens": self.answer_tokens,
         }
+        if self.session is not None:
+            d.update(session=self.session, turn=self.turn, slot=self.slot)
         return d
 
 

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 from tpsload.analysis import compare as cmp
 from tpsload.analysis import timeline
 from tpsload.analysis.numbers import MISSING, fmt
+from tpsload.analysis.sessions import turn_table
 from tpsload.analysis.sweep import csv_row, finished
 from tpsload.analysis.sweep import name as sweep_name
 
@@ -53,6 +54,16 @@ def describe(r: dict[str, Any]) -> list[tuple[str, str]]:
         eos = ", ignore_eos" if w.get("ignore_eos") else ""
         lines.append(("workload", f"{w.get('source')}, {w.get('endpoint')} {mode}, "
                                   f"max_tokens {w.get('max_tokens')}{eos}"))
+        conv = w.get("sessions")
+        if conv:
+            turns = conv["turns"]
+            span = f"{turns['min']}" if turns["min"] == turns["max"] else f"{turns['min']}–{turns['max']}"
+            think = conv.get("think_time") or {}
+            pause = {"fixed": f"{think.get('lo_s', 0):g} s", "uniform": f"{think.get('lo_s', 0):g}–"
+                     f"{think.get('hi_s', 0):g} s", "exponential": f"mean {think.get('lo_s', 0):g} s"}
+            lines.append(("conversations", f"{span} turns each, history: {conv['history']}"
+                          + (f", think time {pause[think['kind']]}" if think else "")
+                          + (", slot affinity" if conv.get("slot_affinity") else "")))
     if r.get("kind") == "sweep":
         key = r["key"]
         lines.append(("sweep", f"{key} levels " + ", ".join(f"{lv[key]:g}" for lv in r["levels"])))
@@ -85,7 +96,9 @@ def run_tables(r: dict[str, Any]) -> dict[str, Any]:
     h = r["client_health"]
     health = "client-bound: " + "; ".join(h["reasons"]) if h["client_bound"] else \
         f"client ok (CPU {h['cpu_share']:.0%})"
-    return {"top": top, "dists": dists, "slo": slo, "health": health}
+    # --turns: the per-turn table (header, rows), as the console prints it
+    turns = turn_table(r["sessions"]) if r.get("sessions") else None
+    return {"top": top, "dists": dists, "slo": slo, "health": health, "turns": turns}
 
 
 def level_table(sweep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -99,6 +112,17 @@ def level_table(sweep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append([f"{r['level']:g}" + (" (partial)" if r["partial"] else ""),
                      *(fmt(r[field], digits) for _, field, digits in LEVEL_COLUMNS), slo])
     return [key, *(h for h, _, _ in LEVEL_COLUMNS), "SLO"], rows
+
+
+def sweep_turn_table(sweep: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """A --turns sweep: each level's per-turn table, one block of rows per level; None without turns."""
+    key = sweep["key"]
+    rows, header = [], None
+    for lv in sweep["levels"]:
+        if lv.get("sessions"):
+            header, turn_rows = turn_table(lv["sessions"])
+            rows += [[f"{lv[key]:g}", *row] for row in turn_rows]
+    return ([key, *header], rows) if header else None
 
 
 def sweep_verdicts(sweep: dict[str, Any]) -> list[tuple[str, str]]:

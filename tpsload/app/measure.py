@@ -22,6 +22,7 @@ from tpsload.servers.metrics import MetricsScraper, Scrape, measured_window, ser
 from tpsload.servers.preflight import preflight
 from tpsload.workload import prepare, seeds
 from tpsload.workload.checks import context_warning, workload_checks
+from tpsload.workload.sessions import Sessions
 from tpsload.workload.spec import Workload
 from tpsload.workload.tokenizer import Tokenizer
 
@@ -73,6 +74,8 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
             click.echo(f"warning: {ctx_warning}", err=True)
         if show_progress:
             total = (cfg.load.requests + cfg.load.warmup) if cfg.load.requests is not None else None
+            if total is not None and isinstance(workload, Sessions):
+                total = workload.total_turns(total)  # --turns: -n counts conversations
             progress = LiveProgress(sys.stderr, total, None if total else cfg.load.duration_s)
         if cfg.report.server_metrics_s and not cfg.load.single:
             # the server's own view of the run, polled on its own session beside the load (not for

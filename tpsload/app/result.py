@@ -16,6 +16,7 @@ from typing import Any
 from tpsload import __version__
 from tpsload.analysis import slo, stats
 from tpsload.analysis.health import SendPath, send_lags, verdict
+from tpsload.analysis.sessions import SessionSummary, summarize_sessions
 from tpsload.analysis.stats import Dist, Summary
 from tpsload.config import RunConfig
 from tpsload.core.client import DEFERRED_WRITES, read_path
@@ -192,6 +193,7 @@ class RunResult:
     repeat_spread: dict[str, Spread] | None = field(default=None, metadata=OPTIONAL)  # with --repeat
     repeats: list[dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)
     server_metrics: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)  # the server's own /metrics
+    sessions: SessionSummary | None = field(default=None, metadata=OPTIONAL)  # --turns: the per-turn table
 
 
 def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server: dict[str, Any],
@@ -236,6 +238,7 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
         legacy=stats.legacy_fields(measured[0]) if cfg.load.single and len(measured) == 1 else None,
         model=model,
         server_metrics=server_metrics,
+        sessions=summarize_sessions(records),
     )
 
 
@@ -261,6 +264,8 @@ def combine_repeats(cfg: RunConfig, reps: list[tuple[dict[str, Any], RunState]],
     for k, (_, st) in enumerate(reps):
         for r in st.records:
             r.index += k * REPEAT_INDEX_STEP  # unique across repetitions in --records
+            if r.session is not None:  # --turns: each repetition's conversations are its own
+                r.session += k * REPEAT_INDEX_STEP
         pooled.records.extend(st.records)
         pooled.lags.lags_ms.extend(st.lags.lags_ms)
         pooled.cpu_s += st.cpu_s

@@ -87,6 +87,18 @@ COMMON = [
     click.option("--server-metrics-interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
                  metavar="S", help="Scrape the server's own /metrics (and llama-server's /slots) this often."),
     click.option("--no-server-metrics", is_flag=True, help="Do not scrape the server's /metrics."),
+    click.option("--turns", default=None, metavar="N|A-B",
+                 help="Multi-turn conversations of N turns (or A to B, seeded): each turn resends the history "
+                      "plus a new user message; -c counts conversations in flight, -n conversations, --rate "
+                      "conversation starts per second. Chat only."),
+    click.option("--think-time", default=None, metavar="T",
+                 help="With --turns: pause between a reply and the next turn: 2s, 500ms, 1s-3s (uniform) or "
+                      "exp:2s (exponential mean), seeded [default: 0]."),
+    click.option("--history", type=click.Choice(["replies", "dataset"]), default="replies", show_default=True,
+                 help="With --turns: resend the server's own replies, or a dataset conversation's replies."),
+    click.option("--slot-affinity", is_flag=True,
+                 help="With --turns on llama-server: pin each conversation to one slot (id_slot), so its "
+                      "cached prefix stays where its next turn goes."),
 ]
 
 # Load shape and outputs of one run; `sweep` declares its own (lists of levels).

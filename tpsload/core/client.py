@@ -281,8 +281,10 @@ class Client:
     def __init__(self, session: aiohttp.ClientSession, url: str, headers: dict[str, str], stream: bool,
                  secrets: tuple[str, ...] = (), fresh_session: Callable[[], aiohttp.ClientSession] | None = None,
                  first_byte_timeout_s: float | None = None, max_response_bytes: int | None = None,
-                 tap: bool = True, preconnect_url: str | None = None) -> None:
+                 tap: bool = True, preconnect_url: str | None = None, keep_text: bool = False) -> None:
         self.session = session
+        # multi-turn sessions resend each reply: its text is kept on the record even when usage counted it
+        self.keep_text = keep_text
         # False: read streams with the public readany() loop (as when this aiohttp cannot be tapped)
         self.tap = tap and TAP_PROBLEM is None
         self.first_byte_timeout_s = first_byte_timeout_s
@@ -473,6 +475,8 @@ class Client:
         rec.reasoning_chunks = out.reasoning_chunks
         rec.finish_reason = out.finish_reason
         apply_counts(rec, out)
+        if self.keep_text:  # a conversation resends the answer, not the thinking that preceded it
+            rec.reply = out.texts()[1]
         if rec.error_class:
             return
         if out.error:
@@ -497,4 +501,5 @@ def open_client(cfg: RunConfig, llama_cpp: bool) -> Client:
                   fresh_session=partial(session, force_close=True),
                   first_byte_timeout_s=cfg.limits.first_byte_timeout_s,
                   max_response_bytes=cfg.limits.max_response_bytes,
-                  preconnect_url=cfg.target.base_url.rstrip("/") + "/models")
+                  preconnect_url=cfg.target.base_url.rstrip("/") + "/models",
+                  keep_text=cfg.workload.turns is not None)

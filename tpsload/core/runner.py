@@ -209,12 +209,13 @@ class Runner:
             await self._request(rec)
             free = rec.t_end or rec.t_done or now()
 
-    async def _request(self, rec: RequestRecord) -> None:
-        """Send one request and account for it, whatever happens."""
+    async def _request(self, rec: RequestRecord, body: bytes | None = None) -> None:
+        """Send one request (the workload's body for its index, unless given) and account for it, whatever
+        happens."""
         st = self.state
         st.records.append(rec)
         try:
-            await self.client.send(rec, self.workload.body(rec.index))
+            await self.client.send(rec, self.workload.body(rec.index) if body is None else body)
         except asyncio.CancelledError:
             if rec.error_class is None:
                 rec.error_class = ErrorClass.CANCELLED

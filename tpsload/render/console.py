@@ -13,6 +13,7 @@ from rich.table import Table
 
 from tpsload.analysis.numbers import fmt
 from tpsload.analysis.report import dists_of, level_table, sweep_verdicts
+from tpsload.analysis.sessions import turn_table
 from tpsload.core.runner import RunState
 
 
@@ -101,6 +102,8 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
         else:
             t.add_row(label, unit, *(fmt(d[k], 1) for k in ("mean", "p50", "p90", "p99", "max")), str(d["n"]))
     con.print(t)
+    if result.get("sessions"):
+        render_turns(con, result["sessions"])
     if s.get("send_ms"):  # where the request half of TTFT went
         send, ttfb, conn, pre = s["send_ms"], s.get("ttfb_ms") or {}, s.get("connect_ms"), s.get("preconnected")
         con.print(f"Request path: send (due → written) p50 {fmt(send['p50'], 2)} / p99 {fmt(send['p99'], 2)} ms, "
@@ -139,6 +142,19 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
     causes = result["errors"].get("causes") or {}
     for k, msg in result["errors"]["examples"].items():
         con.print(f"[red]{k}[/]: {escape(msg)}" + (f" [bold](likely: {escape(causes[k])})[/]" if k in causes else ""))
+
+
+def render_turns(con: Console, sessions: dict[str, Any]) -> None:
+    """--turns: the per-turn table (how prompts grow and how much of them the prefix cache served)."""
+    con.print(f"Conversations: {sessions['conversations']} ({sessions['conversations_ok']} with every turn ok), "
+              f"up to {sessions['turns']} turns")
+    header, rows = turn_table(sessions)
+    t = Table(show_edge=False, header_style="bold")
+    for col in header:
+        t.add_column(col, justify="right")
+    for row in rows:
+        t.add_row(*(escape(v) for v in row))
+    con.print(t)
 
 
 def render_sweep(sweep: dict[str, Any], file: IO[str]) -> None:

@@ -41,12 +41,17 @@ def dumps(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
             body += [svg.render(c) for panels in report.sweep_charts(r).values() for c in panels]
             header, rows = report.level_table(r)
             body.append(_table(header, rows, ["worse" if row[-1] == "missed" else "" for row in rows]))
+            turns = report.sweep_turn_table(r)
+            if turns:
+                body.append(_table(*turns))
             body += [f"<p><b>{escape(label)}:</b> {escape(text)}</p>" for label, text in report.sweep_verdicts(r)]
         else:
             t = report.run_tables(r)
             body.append(_table((), t["top"]))
             body.append(_table(("metric", "unit", "mean", "p50", "p90", "p99", "max"), t["dists"]))
             body += [svg.render(c) for c in report.timeline_charts(r)]
+            if t["turns"]:
+                body.append(_table(*t["turns"]))
             if t["slo"]:
                 body.append(_table(("objective", "measured", "verdict"), t["slo"],
                                    ["" if row[2] == "met" else "worse" for row in t["slo"]]))

@@ -23,11 +23,16 @@ def dumps(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
         out.append(_table(("", ""), report.describe(r)))
         if r.get("kind") == "sweep":
             out.append(_table(*report.level_table(r)))
+            turns = report.sweep_turn_table(r)
+            if turns:
+                out.append(_table(*turns))
             out += [f"**{label}:** {text}\n" for label, text in report.sweep_verdicts(r)]
         else:
             t = report.run_tables(r)
             out.append(_table(("", ""), t["top"]))
             out.append(_table(("metric", "unit", "mean", "p50", "p90", "p99", "max"), t["dists"]))
+            if t["turns"]:
+                out.append(_table(*t["turns"]))
             if t["slo"]:
                 out.append(_table(("objective", "measured", "verdict"), t["slo"]))
             out.append(f"{t['health']}\n")

@@ -16,14 +16,18 @@ from tpsload.analysis.health import send_lags
 from tpsload.config import RunConfig
 from tpsload.core.client import open_client
 from tpsload.core.runner import Runner, RunState, Share
+from tpsload.core.sessions import SessionRunner
 from tpsload.core.signals import Relay
+from tpsload.workload.sessions import Sessions
 from tpsload.workload.spec import Workload
 
 
 async def run_local(cfg: RunConfig, workload: Workload, llama_cpp: bool, state: RunState,
                     progress: Callable[[RunState], None] | None, relay: Relay, share: Share | None = None) -> None:
     client = open_client(cfg, llama_cpp)
-    runner = Runner(cfg, client, workload, state, progress=progress, share=share)
+    # --turns: conversations are the unit of load (core/sessions.py)
+    kind = SessionRunner if isinstance(workload, Sessions) else Runner
+    runner = kind(cfg, client, workload, state, progress=progress, share=share)
     relay.attach(runner)
     try:
         await runner.run()

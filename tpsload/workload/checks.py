@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 from tpsload.analysis.stats import dist
 from tpsload.records import RequestRecord
+from tpsload.workload.sessions import Sessions
 from tpsload.workload.spec import Workload
 
 LENGTH_TOLERANCE = 0.05
@@ -33,8 +34,11 @@ def context_warning(server: dict[str, Any], workload: Workload) -> str | None:
     n_ctx = (server.get("llama_cpp") or {}).get("n_ctx_per_slot")
     if not isinstance(n_ctx, int):
         return None
-    worst = max(_input_estimate(workload, i) + (workload.items[i].max_tokens or workload.params.max_tokens or 0)
-                for i in range(len(workload.items)))
+    if isinstance(workload, Sessions):
+        worst = workload.last_turn_tokens()
+    else:
+        worst = max(_input_estimate(workload, i) + (workload.items[i].max_tokens or workload.params.max_tokens or 0)
+                    for i in range(len(workload.items)))
     if worst > n_ctx:
         return (f"prompt + output may need ~{worst} tokens but a llama-server slot holds {n_ctx} "
                 "(it splits -c over -np slots): such requests fail with HTTP 400; raise -c or lower -np")
@@ -93,13 +97,14 @@ def prompt_cache_check(ok: Sequence[RequestRecord], workload: Workload) -> tuple
 def workload_checks(records: Sequence[RequestRecord], workload: Workload) -> tuple[dict[str, Any], list[str]]:
     """What was observed against what was asked for; warnings past 5 % or for early stops."""
     ok = [r for r in records if r.ok and not r.warmup]
-    n_items = len(workload.items)
     warnings: list[str] = []
     input_err, in_req, in_obs = [], [], []
     early = 0
     out_req: list[int] = []
     for r in ok:
-        item = workload.items[r.index % n_items]
+        item = workload.item_for(r)
+        if item is None:
+            continue
         if item.input_tokens is not None and r.prompt_tokens is not None:
             in_req.append(item.input_tokens)
             in_obs.append(r.prompt_tokens)
@@ -131,7 +136,8 @@ def workload_checks(records: Sequence[RequestRecord], workload: Workload) -> tup
         warnings.append(f"{empty} of {len(ok)} successful requests returned no output (0 tokens): their "
                         "throughput and latencies mean nothing; does the model have a chat template? "
                         "(try --endpoint completions)")
-    cache, more = prompt_cache_check(ok, workload)
+    # a conversation's later turns resend its history: their cache hits are the point, not a flaw
+    cache, more = prompt_cache_check([r for r in ok if (r.turn or 1) == 1], workload)
     if cache is not None:
         observed["prompt_cache"] = cache
     warnings += more

@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 from tpsload.errors import TpsloadError
+from tpsload.workload.sessions import Conversation, Turn, from_messages, from_sharegpt
 from tpsload.workload.spec import RequestSpec
 
 
@@ -112,3 +113,34 @@ def shuffled(items: list[Any], seed: int) -> list[Any]:
     order = list(items)
     random.Random(f"order-{seed}").shuffle(order)
     return order
+
+
+def load_conversations(path: str, fmt: str) -> list[Conversation]:
+    """Whole conversations for --turns: JSONL lines with 'messages' (or a one-turn 'prompt'), or ShareGPT
+    entries, each replayed turn by turn (a user message, then the reply that followed it)."""
+    if fmt == "jsonl":
+        out = [from_messages(item.messages, f"--dataset {path}: line {n}") if item.messages
+               else Conversation((Turn(user=item.prompt or "", max_tokens=item.max_tokens),))
+               for n, item in enumerate(load_jsonl(path), 1)]
+    elif fmt == "sharegpt":
+        text = _read(path, "--dataset")
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise TpsloadError(f"--dataset {path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        if not isinstance(data, list):
+            raise TpsloadError(f"--dataset {path}: a ShareGPT file is a JSON list of conversations")
+        out = []
+        for n, conv in enumerate(data):
+            where = f"--dataset {path}: entry {n}"
+            turns = conv.get("conversations") if isinstance(conv, dict) else None
+            if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+                raise TpsloadError(f"{where}: no 'conversations' list")
+            if any(t.get("from") in ("human", "user") for t in turns):
+                out.append(from_sharegpt(turns, where))
+    else:
+        raise TpsloadError(f"--turns with --dataset {path}: needs conversations (a .jsonl of 'messages' or a "
+                           "ShareGPT .json), not one prompt per line")
+    if not out:
+        raise TpsloadError(f"--dataset {path}: no conversation with a user turn")
+    return out

@@ -16,12 +16,15 @@ from tpsload.config import RunConfig, TpsloadError
 from tpsload.kinds import ACCEPT_MIN_TOKENS
 from tpsload.workload import datasets
 from tpsload.workload.lengths import Counter, measure_overhead, offline_counter, server_counter
+from tpsload.workload.sessions import Conversation, Sessions, Turn, cap_turns, later_seed, turn_counts
 from tpsload.workload.spec import RequestSpec, Workload, WorkloadParams, length_targets, synthesize
 from tpsload.workload.tokenizer import Tokenizer
 
 DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 # prompts made up front for a --duration run of synthetic prompts; they repeat after that
 DURATION_POOL = 512
+# conversations made up front for a --duration run of --turns (each turn's message is sized on the server)
+SESSION_POOL = 64
 
 
 def params(cfg: RunConfig, model: str, server: dict[str, Any]) -> WorkloadParams:
@@ -46,6 +49,8 @@ async def build(cfg: RunConfig, session: aiohttp.ClientSession, model: str, serv
                 tokenizer: Tokenizer) -> Workload:
     p = params(cfg, model, server)
     desc: dict[str, Any] = {"seed": cfg.workload.seed}
+    if cfg.workload.turns is not None:
+        return await _sessions(cfg, session, model, p, server, tokenizer, desc)
     if cfg.workload.input_tokens is not None:
         items = await _synthetic(cfg, session, model, p, tokenizer, desc)
     elif cfg.workload.dataset:
@@ -66,22 +71,75 @@ async def _counter(cfg: RunConfig, session: aiohttp.ClientSession, model: str, t
     return counter or offline_counter(tokenizer)
 
 
+async def _sessions(cfg: RunConfig, session: aiohttp.ClientSession, model: str, p: WorkloadParams,
+                    server: dict[str, Any], tokenizer: Tokenizer, desc: dict[str, Any]) -> Sessions:
+    """--turns: conversations of synthetic messages, or a dataset's conversations replayed turn by turn."""
+    w = cfg.workload
+    assert w.turns is not None
+    slots = None
+    if w.slot_affinity:
+        slots = (server.get("llama_cpp") or {}).get("total_slots")
+        if not isinstance(slots, int) or slots < 1:
+            raise TpsloadError("--slot-affinity pins conversations to llama-server slots (id_slot), and this server "
+                               "names no slots (no /props total_slots): drop --slot-affinity")
+    n = cfg.load.requests + cfg.load.warmup if cfg.load.requests is not None else SESSION_POOL
+    counts = turn_counts(n, w.turns, w.seed)
+    if w.input_tokens is not None:
+        # every message is sized like a one-message prompt of --input-tokens; only the first is tagged, so
+        # a conversation is salted once and its turns share their prefix
+        firsts = await _synthetic(cfg, session, model, p, tokenizer, desc, n)
+        later = await _synthetic(cfg, session, model, p, tokenizer, {}, sum(counts) - n,
+                                 seed=later_seed(w.seed), cache_bust=False)
+        convs, k = [], 0
+        for first, c in zip(firsts, counts, strict=True):
+            msgs = [first, *later[k:k + c - 1]]
+            k += c - 1
+            convs.append(Conversation(tuple(Turn(user=m.prompt or "", input_tokens=m.input_tokens) for m in msgs)))
+        desc["pool"] = n if cfg.load.requests is None else None
+    else:
+        path = w.dataset or ""
+        fmt = datasets.detect_format(path) if w.dataset_format == "auto" else w.dataset_format
+        loaded = datasets.load_conversations(path, fmt)
+        if w.history == "dataset" and any(t.reply is None for c in loaded for t in c.turns[:-1]):
+            raise TpsloadError(f"--history dataset: a conversation of --dataset {path} has a user turn with no "
+                               "assistant reply after it (use --history replies)")
+        if w.output_from_dataset:
+            counter = await _counter(cfg, session, model, tokenizer)
+            sized = []
+            for c in loaded:  # each turn's output length: its dataset reply's, where it has one
+                turns = [Turn(t.user, t.reply, max(1, await counter.count(t.reply)) if t.reply else t.max_tokens)
+                         for t in c.turns]
+                sized.append(Conversation(tuple(turns), c.system))
+            loaded = sized
+            desc["output_length_counter"] = counter.name
+        order = datasets.shuffled(loaded, w.seed)
+        convs = [cap_turns(order[k % len(order)], counts[k]) for k in range(min(n, max(len(order), 1)))]
+        desc.update(source=f"dataset {path}", format=fmt, entries=len(loaded))
+    return Sessions(convs, p, desc, w.think_time, w.seed, w.history, slots)
+
+
 async def _synthetic(cfg: RunConfig, session: aiohttp.ClientSession, model: str, p: WorkloadParams,
-                     tokenizer: Tokenizer, desc: dict[str, Any]) -> list[RequestSpec]:
+                     tokenizer: Tokenizer, desc: dict[str, Any], n: int | None = None, seed: int | None = None,
+                     cache_bust: bool | None = None) -> list[RequestSpec]:
+    """`n` prompts (default: the run's), with `seed` and `cache_bust` (default: the run's)."""
+    w = cfg.workload
+    n = n_distinct(cfg) if n is None else n
+    if n == 0:
+        return []
+    seed = w.seed if seed is None else seed
+    cache_bust = w.cache_bust if cache_bust is None else cache_bust
     counter = await _counter(cfg, session, model, tokenizer)
 
     def probe_body(text: str) -> dict[str, Any]:
         return Workload([RequestSpec(prompt=text)], p, {}).request(0)
 
-    w = cfg.workload
     overhead = await measure_overhead(cfg, session, model, counter, probe_body)
-    n = n_distinct(cfg)
     targets = length_targets(n, w.input_tokens or 1, w.input_tokens_stddev, w.input_tokens_min, w.input_tokens_max,
-                             w.seed)
+                             seed)
     click.echo(f"tpsload: preparing {n} prompts of ~{w.input_tokens} tokens ({counter.name})", err=True)
     # a fresh salt unless fixed: a rerun of this seed must not find this run's prompts in the server's cache
-    salt = (w.cache_salt if w.cache_salt is not None else secrets.token_hex(3)) if w.cache_bust else None
-    prompts, measured = await synthesize(counter.count, targets, w.seed, w.shared_prefix, w.cache_bust, overhead or 0,
+    salt = (w.cache_salt if w.cache_salt is not None else secrets.token_hex(3)) if cache_bust else None
+    prompts, measured = await synthesize(counter.count, targets, seed, w.shared_prefix, cache_bust, overhead or 0,
                                          salt or "")
     desc.update(
         source="synthetic",
@@ -91,7 +149,7 @@ async def _synthetic(cfg: RunConfig, session: aiohttp.ClientSession, model: str,
         lengths_exact=counter.exact and overhead is not None,
         server_overhead_tokens=overhead,
         shared_prefix_tokens=w.shared_prefix,
-        cache_bust=w.cache_bust,
+        cache_bust=cache_bust,
         cache_salt=salt,
         cache_salt_fixed=w.cache_salt is not None,
         pool=n if cfg.load.requests is None else None,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
 from tpsload.protocol.openai import build_body
+from tpsload.records import RequestRecord
 
 # Common short English words: one token each, with a leading space, in GPT-style, Llama and
 # Gemma tokenizers, so a word count is a fair estimate when no tokenizer is at hand.
@@ -128,6 +129,21 @@ async def synthesize(count: Callable[[str], Awaitable[int]], targets: Sequence[i
     return prompts, measured
 
 
+def request_body(item: RequestSpec, p: WorkloadParams) -> dict[str, Any]:
+    """One request's body: the item's prompt or messages (after --system), shaped by the run's parameters."""
+    if item.messages:
+        content: Any = list(item.messages)
+    else:
+        content = item.prompt or ""
+    if p.system and p.endpoint == "chat":
+        msgs = content if isinstance(content, list) else [{"role": "user", "content": content}]
+        content = [{"role": "system", "content": p.system}, *msgs]
+    max_tokens = item.max_tokens if item.max_tokens is not None else p.max_tokens
+    return build_body(p.endpoint, p.model, content, stream=p.stream, max_tokens=max_tokens,
+                      ignore_eos=p.ignore_eos, temperature=p.temperature, extra_body=p.extra_body,
+                      continuous_usage=p.continuous_usage)
+
+
 @dataclass
 class WorkloadParams:
     endpoint: str = "chat"
@@ -153,19 +169,11 @@ class Workload:
         self._bodies: dict[int, bytes] = {}
 
     def request(self, i: int) -> dict[str, Any]:
-        item = self.items[i % len(self.items)]
-        p = self.params
-        if item.messages:
-            content: Any = list(item.messages)
-        else:
-            content = item.prompt or ""
-        if p.system and p.endpoint == "chat":
-            msgs = content if isinstance(content, list) else [{"role": "user", "content": content}]
-            content = [{"role": "system", "content": p.system}, *msgs]
-        max_tokens = item.max_tokens if item.max_tokens is not None else p.max_tokens
-        return build_body(p.endpoint, p.model, content, stream=p.stream, max_tokens=max_tokens,
-                          ignore_eos=p.ignore_eos, temperature=p.temperature, extra_body=p.extra_body,
-                          continuous_usage=p.continuous_usage)
+        return request_body(self.items[i % len(self.items)], self.params)
+
+    def item_for(self, rec: RequestRecord) -> RequestSpec | None:
+        """What the request of `rec` was built from (the checks compare asked and observed lengths)."""
+        return self.items[rec.index % len(self.items)]
 
     def body(self, i: int) -> bytes:
         k = i % len(self.items)
