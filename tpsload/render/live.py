@@ -1,0 +1,156 @@
+"""The run while it runs: a panel redrawn in place on a terminal, one plain line every N seconds off one
+(CI logs). Both read the run's core.live.LiveStats and are redrawn from the run's own loop (the
+runner's progress tick), so no refresh thread competes with the measurement for the GIL.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import IO, Protocol
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tpsload.analysis.numbers import fmt
+from tpsload.core.live import LiveStats, LiveView
+from tpsload.core.runner import RunState
+
+DEFAULT_STATUS_INTERVAL_S = 10.0
+
+
+class View(Protocol):
+    def __call__(self, st: RunState) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def live_view(file: IO[str], stats: LiveStats, total: int | None, duration_s: float | None,
+              status_interval_s: float) -> View | None:
+    """The panel on a terminal, status lines elsewhere (None: neither, with a status interval of 0)."""
+    con = Console(file=file, stderr=True)
+    if con.is_terminal:
+        return LivePanel(con, stats, total, duration_s)
+    if status_interval_s > 0:
+        return StatusLine(file, stats, status_interval_s, total)
+    return None
+
+
+def _errors(v: LiveView) -> str:
+    return ", ".join(f"{k} {n}" for k, n in sorted(v.by_class.items()))
+
+
+def _pair(a: float | None, b: float | None, digits: int | None = None) -> str:
+    return f"{fmt(a, digits)} / {fmt(b, digits)}"
+
+
+def _client(v: LiveView) -> tuple[bool, str]:
+    """(client-bound now?, its numbers in words)."""
+    parts = [f"loop lag p99 {fmt(v.loop_lag_p99_ms, 2)} ms", f"CPU {_share(v.cpu_share)} of a core",
+             f"sends over 1 ms {_share(v.slow_send_share)}"]
+    return bool(v.client_bound), ", ".join(parts)
+
+
+def _share(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0%}"
+
+
+def _coarse(v: LiveView, st: RunState) -> bool:
+    """Worker processes count their requests for the parent, which sees each record only at the end."""
+    return bool(st.done) and v.ok + v.failed + v.cancelled + v.warmup_done == 0
+
+
+def status_text(v: LiveView, st: RunState, total: int | None = None) -> str:
+    """The run now, in one line (the status line; the panel shows the same numbers in rows)."""
+    if _coarse(v, st):
+        return (f"{fmt(v.elapsed_s, 0)} s: {st.done}" + (f"/{total}" if total else "") + f" done, {st.failed} "
+                "failed (worker processes: the rest of the numbers come at the end)")
+    done = v.ok + v.failed + v.cancelled
+    line = (f"{fmt(v.elapsed_s, 0)} s: {v.ok} ok, {v.failed} failed" + (f" ({_errors(v)})" if v.by_class else "")
+            + (f", {v.cancelled} cancelled" if v.cancelled else "") + (f" of {total}" if total else "")
+            + f", {v.in_flight} in flight")
+    if not done:
+        return line
+    bound, client = _client(v)
+    return (line + f"; last {fmt(v.window_s, 0)} s: {fmt(v.output_tps, 1)} tok/s, {fmt(v.request_rate, 2)} req/s, "
+            f"TTFT p50/p99 {_pair(v.ttft_p50_ms, v.ttft_p99_ms, 1)} ms, "
+            f"TPOT p50/p99 {_pair(v.tpot_p50_ms, v.tpot_p99_ms, 2)} ms; "
+            + (f"CLIENT-BOUND ({'; '.join(v.client_bound)})" if bound else f"client ok ({client})")
+            + (f"; stopping: {st.stop_reason}" if st.stopping else ""))
+
+
+class StatusLine:
+    """Off a terminal: one plain line every `interval_s` seconds (none for a shorter run)."""
+
+    def __init__(self, file: IO[str], stats: LiveStats, interval_s: float, total: int | None = None) -> None:
+        self.file = file
+        self.stats = stats
+        self.interval_s = interval_s
+        self.total = total
+        self.next = time.monotonic() + interval_s
+
+    def __call__(self, st: RunState) -> None:
+        now = time.monotonic()
+        if now < self.next:
+            return
+        self.next = max(self.next + self.interval_s, now)
+        print("tpsload " + status_text(self.stats.view(), st, self.total), file=self.file, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class LivePanel:
+    """On a terminal: the progress bar and the run's live numbers, redrawn in place; gone at the end
+    (the result's tables follow)."""
+
+    def __init__(self, con: Console, stats: LiveStats, total: int | None, duration_s: float | None) -> None:
+        self.console = con
+        self.stats = stats
+        self.total = total
+        self.duration_s = duration_s
+        self.t0 = time.monotonic()
+        # the bar is drawn as a part of the panel, never on its own
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=con,
+                                 auto_refresh=False)
+        self.task = self.progress.add_task("requests", total=total or duration_s or None, info="")
+        self.live = Live(console=con, auto_refresh=False, transient=True)
+        self.live.start()
+
+    def __call__(self, st: RunState) -> None:
+        v = self.stats.view()
+        done = st.done
+        completed: float = done if self.total else (time.monotonic() - self.t0)
+        self.progress.update(self.task, completed=completed, info=f"{done} done, {st.failed} failed")
+        self.live.update(Group(self.progress, panel(v, st)), refresh=True)
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def panel(v: LiveView, st: RunState) -> Table:
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    if _coarse(v, st):
+        t.add_row("Requests", f"{st.done} done, {st.failed} failed")
+        t.add_row("", "[dim]worker processes: the other numbers come when they finish[/]")
+        return t
+    t.add_row("Requests", f"{v.in_flight} in flight · {v.ok} ok · {v.failed} failed"
+              + (f" ({escape(_errors(v))})" if v.by_class else "")
+              + (f" · {v.cancelled} cancelled" if v.cancelled else "")
+              + (f" · {v.warmup_done} warm-up" if v.warmup_done else ""))
+    w = f"last {fmt(v.window_s, 0)} s"
+    t.add_row("Output", f"{fmt(v.output_tps, 1)} tok/s · {fmt(v.request_rate, 2)} req/s ({w})")
+    t.add_row("TTFT", f"p50 {fmt(v.ttft_p50_ms, 1)} ms · p99 {fmt(v.ttft_p99_ms, 1)} ms ({w})")
+    t.add_row("TPOT", f"p50 {fmt(v.tpot_p50_ms, 2)} ms · p99 {fmt(v.tpot_p99_ms, 2)} ms ({w})")
+    bound, client = _client(v)
+    t.add_row("Client", f"[bold red]client-bound[/]: {escape('; '.join(v.client_bound))}" if bound
+              else f"ok ({client})")
+    if st.stopping:
+        t.add_row("Stopping", escape(str(st.stop_reason)))
+    return t
+
