@@ -9,7 +9,10 @@ import sys
 import time
 import urllib.request
 
-from conftest import load_json, tpsload, wait_until
+from click.testing import CliRunner
+
+from conftest import load_json, wait_until
+from tpsload.cli import cli
 
 INTERVAL_S = 1.0
 # a checkpoint is written a moment after its snapshot (a thread builds it), on 2 shared cores
@@ -33,10 +36,10 @@ def test_kill_9_leaves_a_fresh_checkpoint_that_report_and_compare_open(mock_serv
     def checkpoints():
         if out.exists():  # every read parses: a checkpoint is replaced whole, never written in place
             seen.add(load_json(out)["checkpoint"]["t_ms"])
-        return len(seen) >= 3
+        return len(seen) >= 2
 
     try:
-        wait_until(checkpoints, "three checkpoints")
+        wait_until(checkpoints, "two checkpoints")
         os.kill(proc.pid, signal.SIGKILL)
         killed_ns = time.perf_counter_ns()  # CLOCK_MONOTONIC: the clock of the result and the mock's log
         proc.wait(timeout=30)
@@ -66,8 +69,8 @@ def test_kill_9_leaves_a_fresh_checkpoint_that_report_and_compare_open(mock_serv
     assert lost <= s["request_throughput"] * (age_s + 0.5) + 4, (lost, s["request_throughput"], age_s)
     assert s["output_tokens_total"] == 16 * s["requests_ok"]
     # it opens like any result
-    p = tpsload("report", str(out), "--format", "markdown", "-o", "-", check=0)
-    assert "PARTIAL: checkpoint: run in progress" in p.stdout
-    p = tpsload("compare", str(out), str(out), check=0)
-    assert "Traceback" not in p.stderr
+    p = CliRunner().invoke(cli, ["report", str(out), "--format", "markdown", "-o", "-"])
+    assert p.exit_code == 0 and "PARTIAL: checkpoint: run in progress" in p.output, p.output
+    p = CliRunner().invoke(cli, ["compare", str(out), str(out)])
+    assert p.exit_code == 0 and "ttft" in p.output.lower(), p.output
 

@@ -124,7 +124,7 @@ class LiveStats:
     def __init__(self, window_s: float = WINDOW_S) -> None:
         self.window_s = window_s
         self._lock = threading.Lock()
-        self._t0 = perf_counter_ns()
+        self._t0: int | None = None  # the first request's start: the live numbers' time 0
         self._in_flight = 0
         self._ok = 0
         self._failed = 0
@@ -146,6 +146,8 @@ class LiveStats:
     def started(self, rec: RequestRecord) -> None:
         with self._lock:
             self._in_flight += 1
+            if self._t0 is None:
+                self._t0 = perf_counter_ns()
 
     def finished(self, rec: RequestRecord) -> None:
         """A started request is done (ok, failed or cancelled)."""
@@ -217,13 +219,16 @@ class LiveStats:
             while recent and recent[0][0] < cut:
                 recent.popleft()
             rows = np.asarray(recent, dtype=np.float64).reshape(-1, 5)
+            rows = rows[rows[:, 0] >= cut]  # finishes fed at the end (worker processes) come in index order
             self._cpu.append((wall, cpu))
             while len(self._cpu) > 1 and self._cpu[1][0] <= wall - self.window_s:
                 self._cpu.popleft()
             w0, c0 = self._cpu[0]
+            if self._t0 is None and self._recent:  # fed only at the end (worker processes)
+                self._t0 = int(self._recent[0][0])
             tot = (self._in_flight, self._ok, self._failed, self._cancelled, dict(self._by_class),
                    self._warmup_done, self._output_tokens)
-        elapsed = (now - self._t0) / 1e9
+        elapsed = (now - self._t0) / 1e9 if self._t0 is not None else 0.0
         # the window is the whole run until the run is that long
         span = min(self.window_s, elapsed) if elapsed > 0 else None
         if len(rows) == WINDOW_MAX and span:  # a run this fast: its window is its last WINDOW_MAX requests

@@ -62,11 +62,12 @@ def _coarse(v: LiveView, st: RunState) -> bool:
     return bool(st.done) and v.ok + v.failed + v.cancelled + v.warmup_done == 0
 
 
-def status_text(v: LiveView, st: RunState, total: int | None = None) -> str:
-    """The run now, in one line (the status line; the panel shows the same numbers in rows)."""
+def status_text(v: LiveView, st: RunState, total: int | None = None, elapsed_s: float | None = None) -> str:
+    """The run now, in one line (the status line; the panel shows the same numbers in rows). `elapsed_s`:
+    the caller's own count, for a run whose requests this process does not see start (worker processes)."""
     if _coarse(v, st):
-        return (f"{fmt(v.elapsed_s, 0)} s: {st.done}" + (f"/{total}" if total else "") + f" done, {st.failed} "
-                "failed (worker processes: the rest of the numbers come at the end)")
+        return (f"{fmt(elapsed_s or v.elapsed_s, 0)} s: {st.done}" + (f"/{total}" if total else "")
+                + f" done, {st.failed} failed (worker processes: the rest of the numbers come at the end)")
     done = v.ok + v.failed + v.cancelled
     line = (f"{fmt(v.elapsed_s, 0)} s: {v.ok} ok, {v.failed} failed" + (f" ({_errors(v)})" if v.by_class else "")
             + (f", {v.cancelled} cancelled" if v.cancelled else "") + (f" of {total}" if total else "")
@@ -89,14 +90,15 @@ class StatusLine:
         self.stats = stats
         self.interval_s = interval_s
         self.total = total
-        self.next = time.monotonic() + interval_s
+        self.t0 = time.monotonic()
+        self.next = self.t0 + interval_s
 
     def __call__(self, st: RunState) -> None:
         now = time.monotonic()
         if now < self.next:
             return
         self.next = max(self.next + self.interval_s, now)
-        print("tpsload " + status_text(self.stats.view(), st, self.total), file=self.file, flush=True)
+        print("tpsload " + status_text(self.stats.view(), st, self.total, now - self.t0), file=self.file, flush=True)
 
     def close(self) -> None:
         pass
