@@ -61,10 +61,10 @@ def test_live_panel_in_a_terminal(mock_server, tmp_path):
 
 
 def test_status_line_off_a_terminal_and_the_final_result_replaces_checkpoints(mock_server, tmp_path):
-    m = mock_server(ttft_ms=TTFT_MS, itl_ms=ITL_MS)
+    m = mock_server(ttft_ms=TTFT_MS, itl_ms=ITL_MS, metrics=True)
     out = tmp_path / "r.json"
     p = tpsload("run", "--base-url", m.base_url, "-c", "2", "--duration", "3.5s", "--max-tokens", "16",
-                "--no-server-metrics", "--status-interval", "1", "--checkpoint-interval", "0.5", "--json", str(out))
+                "--status-interval", "1", "--checkpoint-interval", "0.5", "--json", str(out))
     assert p.returncode in (0, 1), p.stderr  # 1: the client may be judged busy on a loaded machine
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("tpsload ")]
     assert 2 <= len(lines) <= 4, p.stderr  # one a second, for 3.5 s
@@ -72,6 +72,7 @@ def test_status_line_off_a_terminal_and_the_final_result_replaces_checkpoints(mo
     assert re.match(r"tpsload \d+ s: \d+ ok, 0 failed, [0-2] in flight; last 10 s: [\d.,]+ tok/s", last), last
     assert TTFT_MS <= _number(r"TTFT p50/p99 ([\d.]+) /", last) < TTFT_MS + 60, last
     assert ITL_MS * 0.9 <= _number(r"TPOT p50/p99 ([\d.]+) /", last) < ITL_MS * 2, last
+    assert re.search(r"; server: running [0-2], waiting 0", last), last  # the mock's /metrics, scraped
     assert "\x1b[" not in p.stderr  # plain text for a log
     res = load_json(out)  # checkpoints were written, then the final result replaced them
     assert res["partial"] is False and res["stop_reason"] is None and "checkpoint" not in res

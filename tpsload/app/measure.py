@@ -98,6 +98,8 @@ async def _measure(cfg: RunConfig, show_progress: bool, watch: Watch, started_at
             hint = await scraper.start()
             if hint:
                 click.echo(hint, err=True)
+            if progress is not None:
+                progress.watch_server(scraper.scrape)
         if watch.checkpoint_path and watch.checkpoint_path != "-" and watch.checkpoint_interval_s > 0 \
                 and not cfg.load.single:
             checkpoints = Checkpoints(

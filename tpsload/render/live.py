@@ -17,6 +17,7 @@ from rich.table import Table
 from tpsload.analysis.numbers import fmt
 from tpsload.core.live import LiveStats, LiveView
 from tpsload.core.runner import RunState
+from tpsload.servers.metrics import Scrape, latest_gauges
 
 DEFAULT_STATUS_INTERVAL_S = 10.0
 
@@ -24,7 +25,32 @@ DEFAULT_STATUS_INTERVAL_S = 10.0
 class View(Protocol):
     def __call__(self, st: RunState) -> None: ...
 
+    def watch_server(self, scrape: Scrape) -> None: ...
+
     def close(self) -> None: ...
+
+
+class ServerNow:
+    """The server's queue and KV cache from its latest /metrics sample, parsed once per new sample."""
+
+    def __init__(self) -> None:
+        self.scrape: Scrape | None = None
+        self._t: int | None = None
+        self._gauges: dict[str, float] = {}
+
+    def text(self) -> str | None:
+        if self.scrape is None or not self.scrape.metrics:
+            return None
+        if self.scrape.metrics[-1][0] != self._t:
+            latest = latest_gauges(self.scrape)
+            if latest is not None:
+                self._t, self._gauges = latest
+        g = self._gauges
+        parts = [f"{label} {fmt(g[k])}" for k, label in (("requests_running", "running"),
+                                                          ("requests_waiting", "waiting")) if k in g]
+        if "kv_cache_usage" in g:
+            parts.append(f"KV cache {g['kv_cache_usage']:.0%}")
+        return ", ".join(parts) or None
 
 
 def live_view(file: IO[str], stats: LiveStats, total: int | None, duration_s: float | None,
@@ -62,7 +88,8 @@ def _coarse(v: LiveView, st: RunState) -> bool:
     return bool(st.done) and v.ok + v.failed + v.cancelled + v.warmup_done == 0
 
 
-def status_text(v: LiveView, st: RunState, total: int | None = None, elapsed_s: float | None = None) -> str:
+def status_text(v: LiveView, st: RunState, total: int | None = None, elapsed_s: float | None = None,
+                server: str | None = None) -> str:
     """The run now, in one line (the status line; the panel shows the same numbers in rows). `elapsed_s`:
     the caller's own count, for a run whose requests this process does not see start (worker processes)."""
     if _coarse(v, st):
@@ -79,7 +106,7 @@ def status_text(v: LiveView, st: RunState, total: int | None = None, elapsed_s: 
             f"TTFT p50/p99 {_pair(v.ttft_p50_ms, v.ttft_p99_ms, 1)} ms, "
             f"TPOT p50/p99 {_pair(v.tpot_p50_ms, v.tpot_p99_ms, 2)} ms; "
             + (f"CLIENT-BOUND ({'; '.join(v.client_bound)})" if bound else f"client ok ({client})")
-            + (f"; stopping: {st.stop_reason}" if st.stopping else ""))
+            + (f"; server: {server}" if server else "") + (f"; stopping: {st.stop_reason}" if st.stopping else ""))
 
 
 class StatusLine:
@@ -92,13 +119,18 @@ class StatusLine:
         self.total = total
         self.t0 = time.monotonic()
         self.next = self.t0 + interval_s
+        self.server = ServerNow()
 
     def __call__(self, st: RunState) -> None:
         now = time.monotonic()
         if now < self.next:
             return
         self.next = max(self.next + self.interval_s, now)
-        print("tpsload " + status_text(self.stats.view(), st, self.total, now - self.t0), file=self.file, flush=True)
+        print("tpsload " + status_text(self.stats.view(), st, self.total, now - self.t0, self.server.text()),
+              file=self.file, flush=True)
+
+    def watch_server(self, scrape: Scrape) -> None:
+        self.server.scrape = scrape
 
     def close(self) -> None:
         pass
@@ -120,6 +152,7 @@ class LivePanel:
                                  auto_refresh=False)
         self.task = self.progress.add_task("requests", total=total or duration_s or None, info="")
         self.live = Live(console=con, auto_refresh=False, transient=True)
+        self.server = ServerNow()
         self.live.start()
 
     def __call__(self, st: RunState) -> None:
@@ -127,13 +160,16 @@ class LivePanel:
         done = st.done
         completed: float = done if self.total else (time.monotonic() - self.t0)
         self.progress.update(self.task, completed=completed, info=f"{done} done, {st.failed} failed")
-        self.live.update(Group(self.progress, panel(v, st)), refresh=True)
+        self.live.update(Group(self.progress, panel(v, st, self.server.text())), refresh=True)
+
+    def watch_server(self, scrape: Scrape) -> None:
+        self.server.scrape = scrape
 
     def close(self) -> None:
         self.live.stop()
 
 
-def panel(v: LiveView, st: RunState) -> Table:
+def panel(v: LiveView, st: RunState, server: str | None = None) -> Table:
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
@@ -152,6 +188,8 @@ def panel(v: LiveView, st: RunState) -> Table:
     bound, client = _client(v)
     t.add_row("Client", f"[bold red]client-bound[/]: {escape('; '.join(v.client_bound))}" if bound
               else f"ok ({client})")
+    if server:
+        t.add_row("Server", f"{escape(server)} (its /metrics)")
     if st.stopping:
         t.add_row("Stopping", escape(str(st.stop_reason)))
     return t
