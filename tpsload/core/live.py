@@ -134,8 +134,10 @@ class LiveStats:
         self._output_tokens = 0
         self._prompt_tokens = 0
         self._hist = {k: Histogram() for k in HISTOGRAMS}
-        # (t_done ns, output tokens, ttft ms | nan, tpot ms | nan, send delay ms | nan): measured requests
-        self._recent: deque[tuple[int, int, float, float, float]] = deque(maxlen=WINDOW_MAX)
+        # a ring of the last WINDOW_MAX successful measured requests: (t_done ns, output tokens, ttft ms,
+        # tpot ms, send delay ms), nan where undefined; `_n` rows written in all
+        self._ring = np.full((WINDOW_MAX, 5), np.nan)
+        self._n = 0
         self._cpu: deque[tuple[float, float]] = deque(maxlen=4096)  # (wall, process CPU) at each view()
         # chunk arrival times of requests whose ITL gaps are not binned yet, one after the other, and their lengths
         self._itl_times = array("q")
@@ -185,7 +187,9 @@ class LiveStats:
                 if len(self._itl_lens) >= ITL_BATCH:
                     self._bin_itl()
             nan = float("nan")
-            self._recent.append((now, out, m.get("ttft_ms", nan), m.get("tpot_ms", nan), send[0] if send else nan))
+            self._ring[self._n % WINDOW_MAX] = (now, out, m.get("ttft_ms", nan), m.get("tpot_ms", nan),
+                                                send[0] if send else nan)
+            self._n += 1
 
     def _bin_itl(self) -> None:
         """The pending requests' chunk gaps (analysis.stats.gaps without token counts) into the ITL histogram."""
@@ -215,24 +219,22 @@ class LiveStats:
         wall, cpu = time.perf_counter(), time.process_time()
         cut = now - int(self.window_s * 1e9)
         with self._lock:
-            recent = self._recent
-            while recent and recent[0][0] < cut:
-                recent.popleft()
-            rows = np.asarray(recent, dtype=np.float64).reshape(-1, 5)
-            rows = rows[rows[:, 0] >= cut]  # finishes fed at the end (worker processes) come in index order
+            rows = self._ring[: min(self._n, WINDOW_MAX)]
+            rows = rows[rows[:, 0] >= cut]  # a copy
+            full = self._n >= WINDOW_MAX
             self._cpu.append((wall, cpu))
             while len(self._cpu) > 1 and self._cpu[1][0] <= wall - self.window_s:
                 self._cpu.popleft()
             w0, c0 = self._cpu[0]
-            if self._t0 is None and self._recent:  # fed only at the end (worker processes)
-                self._t0 = int(self._recent[0][0])
+            if self._t0 is None and self._n:  # fed only at the end (worker processes)
+                self._t0 = int(np.nanmin(self._ring[: min(self._n, WINDOW_MAX), 0]))
             tot = (self._in_flight, self._ok, self._failed, self._cancelled, dict(self._by_class),
                    self._warmup_done, self._output_tokens)
         elapsed = (now - self._t0) / 1e9 if self._t0 is not None else 0.0
         # the window is the whole run until the run is that long
         span = min(self.window_s, elapsed) if elapsed > 0 else None
-        if len(rows) == WINDOW_MAX and span:  # a run this fast: its window is its last WINDOW_MAX requests
-            span = min(span, (now - rows[0, 0]) / 1e9)
+        if full and len(rows) == WINDOW_MAX and span:  # a run this fast: its window is its last WINDOW_MAX requests
+            span = min(span, (now - rows[:, 0].min()) / 1e9)
         lag = _pct(np.asarray(self.lags[-LAG_SAMPLES:], dtype=np.float64), 99)
         cpu_share = (cpu - c0) / (wall - w0) if wall - w0 >= 0.5 else None
         sends = rows[:, 4][~np.isnan(rows[:, 4])]
