@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from tpsload.analysis import stats, timeline
+from tpsload.app.checkpoint import Checkpoints
 from tpsload.app.counts import resolve_counts
 from tpsload.app.result import build_result, combine_repeats
 from tpsload.config import RunConfig, TpsloadError
 from tpsload.core.client import make_session
+from tpsload.core.live import LiveStats
 from tpsload.core.runner import RunState, run_async
 from tpsload.core.signals import Interrupted, Interrupts, interruptible
 from tpsload.render import json as export_json
-from tpsload.render.console import LiveProgress
+from tpsload.render.live import DEFAULT_STATUS_INTERVAL_S, live_view
 from tpsload.scale import run_load
 from tpsload.servers.metrics import MetricsScraper, Scrape, measured_window, server_metrics
 from tpsload.servers.preflight import preflight
@@ -27,23 +30,35 @@ from tpsload.workload.spec import Workload
 from tpsload.workload.tokenizer import Tokenizer
 
 
-async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], RunState]:
+@dataclass(frozen=True)
+class Watch:
+    """How a run is watched while it goes on, beyond what it measures."""
+
+    live: LiveStats | None = None  # fed as requests finish (the live view, --serve-metrics); one per run command
+    checkpoint_path: str | None = None  # --json: the partial result is rewritten there while the load runs
+    checkpoint_interval_s: float = 0.0  # 0: no checkpoints
+    status_interval_s: float = DEFAULT_STATUS_INTERVAL_S  # off a terminal, a status line this often (0: none)
+
+
+async def measure(cfg: RunConfig, show_progress: bool, watch: Watch = Watch()) -> tuple[dict[str, Any], RunState]:
     """Pre-flight, run the load, and turn the records into the result. Always returns what it has.
 
     Ctrl-C is heard from the first line on: during pre-flight or preparation it ends the run
     at once (nothing is in flight yet), during the load it stops it (core/signals.py).
     """
     started_at = dt.datetime.now(dt.timezone.utc)
-    state = RunState()
+    state = RunState(live=watch.live or (LiveStats() if show_progress else None))
+    if state.live is not None:
+        state.live.lags = state.lags.lags_ms
     interrupts = Interrupts(cfg.load.grace_s, notice=lambda m: click.echo(m, err=True))
     interrupts.install()
     try:
-        return await _measure(cfg, show_progress, started_at, state, interrupts)
+        return await _measure(cfg, show_progress, watch, started_at, state, interrupts)
     finally:
         interrupts.remove()
 
 
-async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime, state: RunState,
+async def _measure(cfg: RunConfig, show_progress: bool, watch: Watch, started_at: dt.datetime, state: RunState,
                    interrupts: Interrupts) -> tuple[dict[str, Any], RunState]:
     server: dict[str, Any] = {"base_url": cfg.target.base_url}
     warnings: list[str] = []
@@ -54,6 +69,7 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
     workload: Workload | None = None
     scraper: MetricsScraper | None = None
     scrape: Scrape | None = None
+    checkpoints: Checkpoints | None = None
     try:
         async with make_session(4, min(cfg.limits.timeout_s, 30.0), cfg.target.insecure) as probe:
             info = await interruptible(interrupts, preflight(cfg, probe))
@@ -72,11 +88,12 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
         if ctx_warning:
             warnings.append(ctx_warning)
             click.echo(f"warning: {ctx_warning}", err=True)
-        if show_progress:
+        if show_progress and state.live is not None:
             total = (cfg.load.requests + cfg.load.warmup) if cfg.load.requests is not None else None
             if total is not None and isinstance(workload, Sessions):
                 total = workload.total_turns(total)  # --turns: -n counts conversations
-            progress = LiveProgress(sys.stderr, total, None if total else cfg.load.duration_s)
+            progress = live_view(sys.stderr, state.live, total, None if total else cfg.load.duration_s,
+                                 watch.status_interval_s)
         if cfg.report.server_metrics_s and not cfg.load.single:
             # the server's own view of the run, polled on its own session beside the load (not for
             # the original script's one request: one request says nothing about a queue)
@@ -84,7 +101,19 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
             hint = await scraper.start()
             if hint:
                 click.echo(hint, err=True)
+            if progress is not None:
+                progress.watch_server(scraper.scrape)
+        if watch.checkpoint_path and watch.checkpoint_path != "-" and watch.checkpoint_interval_s > 0 \
+                and not cfg.load.single:
+            checkpoints = Checkpoints(
+                watch.checkpoint_path, watch.checkpoint_interval_s, state,
+                lambda snap, info: build_result(cfg, snap, workload_desc, server, started_at, warnings, model,
+                                                checkpoint=info),
+                notice=lambda m: click.echo(m, err=True))
+            checkpoints.start()
         await run_load(cfg, workload, info.llama_cpp, state, progress, interrupts)
+        if state.workers and state.live is not None:  # worker processes' records reach this process at the end
+            state.live.add_all(state.records)
     except Interrupted:
         pass  # before the load: nothing was measured, and the result says so
     except TpsloadError:
@@ -93,6 +122,8 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
         state.stop(f"internal error: {e.__class__.__name__}: {e}")
         state.internal_error = e
     finally:
+        if checkpoints is not None:
+            await checkpoints.stop()
         if progress:
             progress.close()
         if scraper is not None:
@@ -125,7 +156,8 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
     return result, state
 
 
-def measure_repeated(cfg: RunConfig, repeat: int, show_progress: bool) -> tuple[dict[str, Any], RunState]:
+def measure_repeated(cfg: RunConfig, repeat: int, show_progress: bool, watch: Watch = Watch()
+                     ) -> tuple[dict[str, Any], RunState]:
     """`repeat` independent runs (stopping at the first that stopped early), combined into one result."""
     started_at = dt.datetime.now(dt.timezone.utc)
     reps = []
@@ -134,7 +166,7 @@ def measure_repeated(cfg: RunConfig, repeat: int, show_progress: bool) -> tuple[
         rep_cfg = cfg.replace(seed=seeds.derive(cfg.workload.seed, repetition=k)) if k else cfg
         if repeat > 1 and show_progress:
             click.echo(f"repetition {k + 1} of {repeat}", err=True)
-        reps.append(run_async(measure(rep_cfg, show_progress=show_progress)))
+        reps.append(run_async(measure(rep_cfg, show_progress=show_progress, watch=watch)))
         if reps[-1][1].stop_reason:
             break
     return reps[0] if len(reps) == 1 else combine_repeats(cfg, reps, started_at)

@@ -194,11 +194,12 @@ class RunResult:
     repeats: list[dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)
     server_metrics: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)  # the server's own /metrics
     sessions: SessionSummary | None = field(default=None, metadata=OPTIONAL)  # --turns: the per-turn table
+    checkpoint: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)  # a checkpoint (app.checkpoint)
 
 
 def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server: dict[str, Any],
                started_at: _dt.datetime, warnings: list[str], model: str | None = None,
-               server_metrics: dict[str, Any] | None = None) -> RunResult:
+               server_metrics: dict[str, Any] | None = None, checkpoint: dict[str, Any] | None = None) -> RunResult:
     """The typed result of a finished or stopped run."""
     records = state.records
     measured = [r for r in records if not r.warmup]
@@ -239,14 +240,17 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
         model=model,
         server_metrics=server_metrics,
         sessions=summarize_sessions(records),
+        checkpoint=checkpoint,
     )
 
 
 def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server: dict[str, Any],
                  started_at: _dt.datetime, warnings: list[str], model: str | None = None,
-                 server_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+                 server_metrics: dict[str, Any] | None = None, checkpoint: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
     """The result JSON of a run, as the plain object that is written and read back."""
-    return export_json.plain(run_result(cfg, state, workload, server, started_at, warnings, model, server_metrics))
+    return export_json.plain(run_result(cfg, state, workload, server, started_at, warnings, model, server_metrics,
+                                        checkpoint))
 
 
 # scalars that are a property of one run: across repetitions, their mean (and spread) is reported

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tpsload.app.measure import measure_repeated
+from tpsload.app.measure import Watch, measure_repeated
 from tpsload.app.target import MockSettings, serving
 from tpsload.config import RunConfig
 from tpsload.core.runner import RunState
@@ -19,6 +19,7 @@ class RunOptions:
     fail_on_slo: bool = False
     show_progress: bool = True
     mock: MockSettings = field(default_factory=MockSettings)
+    watch: Watch = field(default_factory=Watch)  # the live view, checkpoints, --serve-metrics's numbers
 
 
 @dataclass
@@ -54,6 +55,9 @@ def exit_code(result: dict[str, Any], state: RunState, fail_on_slo: bool) -> tup
 def run(cfg: RunConfig, opts: RunOptions) -> RunOutcome:
     """Measure (starting and stopping the mock for --mock); always returns what was measured."""
     with serving(cfg, opts.mock) as url:
-        result, state = measure_repeated(cfg.replace(base_url=url), opts.repeat, show_progress=opts.show_progress)
+        result, state = measure_repeated(cfg.replace(base_url=url), opts.repeat, show_progress=opts.show_progress,
+                                         watch=opts.watch)
+    if opts.watch.live is not None:
+        opts.watch.live.final = True
     code, message = exit_code(result, state, opts.fail_on_slo)
     return RunOutcome(result, state, code, message)

@@ -124,6 +124,17 @@ RUN_LOAD = [
                   help="Requests sent first and left out of the statistics."),
     click.option("--json", "json_path", metavar="PATH", help="Write the full result as JSON ('-' = stdout)."),
     click.option("--records", "records_path", metavar="PATH", help="Write one JSON line per request."),
+    click.option("--checkpoint-interval", type=click.FloatRange(min=0), default=30.0, show_default=True,
+                 metavar="S", help="With --json: rewrite the partial result there this often while the run goes "
+                                   "on, so a killed run loses at most S seconds (0: only at the end)."),
+    click.option("--status-interval", type=click.FloatRange(min=0), default=10.0, show_default=True, metavar="S",
+                 help="Off a terminal (CI logs): print the live numbers in one line this often (0: never)."),
+    click.option("--serve-metrics", metavar="[HOST:]PORT",
+                 help="Serve the live numbers as Prometheus metrics at http://HOST:PORT/metrics while the run goes "
+                      "on [host: 127.0.0.1]."),
+    click.option("--serve-metrics-linger", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                 metavar="S", help="After the run, keep serving until the final numbers are scraped once, at most "
+                                   "S seconds (set it to your scrape interval)."),
 ]
 
 

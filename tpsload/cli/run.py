@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
 import click
 
 from tpsload.app import run as app_run
+from tpsload.app.measure import Watch
 from tpsload.app.target import MockSettings
 from tpsload.cli import options
 from tpsload.config import from_flags
+from tpsload.core.live import LiveStats
 from tpsload.render import json as export_json
 from tpsload.render import jsonl as export_jsonl
+from tpsload.render import prometheus
 from tpsload.render.console import render
 
 
@@ -22,12 +26,23 @@ from tpsload.render.console import render
 def run_command(ctx: click.Context, **o: Any) -> None:
     """Measure a server under load: TTFT, ITL, TPOT, latency and tokens/s."""
     cfg = from_flags(o, options.given(ctx))
-    out = app_run.run(cfg, app_run.RunOptions(repeat=o["repeat"], fail_on_slo=o["fail_on_slo"],
-                                              show_progress=not o["quiet"], mock=mock_settings(o)))
-    if o["json_path"]:
-        export_json.write(out.result, o["json_path"])
-    if o["records_path"]:
-        export_jsonl.write(out.state.records, out.state.t0, o["records_path"])
+    live = LiveStats() if o["serve_metrics"] or not o["quiet"] else None
+    with contextlib.ExitStack() as stack:
+        endpoint = None
+        if o["serve_metrics"] and live is not None:  # opened first: a port in use is said before the run
+            endpoint = stack.enter_context(prometheus.MetricsEndpoint(live, *prometheus.parse_address(
+                o["serve_metrics"])))
+            click.echo(f"serving live metrics at {endpoint.url}", err=True)
+        watch = Watch(live=live, checkpoint_path=o["json_path"], checkpoint_interval_s=o["checkpoint_interval"],
+                      status_interval_s=o["status_interval"])
+        out = app_run.run(cfg, app_run.RunOptions(repeat=o["repeat"], fail_on_slo=o["fail_on_slo"],
+                                                  show_progress=not o["quiet"], mock=mock_settings(o), watch=watch))
+        if o["json_path"]:
+            export_json.write(out.result, o["json_path"])
+        if o["records_path"]:
+            export_jsonl.write(out.state.records, out.state.t0, o["records_path"])
+        if endpoint is not None:
+            endpoint.linger(o["serve_metrics_linger"])
     if not o["quiet"]:
         render(out.result, sys.stderr if o["json_path"] == "-" else sys.stdout)
     report_internal_error(out.state.internal_error)

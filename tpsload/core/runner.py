@@ -17,6 +17,7 @@ from typing import Any, Callable, Coroutine, TypeVar
 from tpsload.config import RunConfig
 from tpsload.core.client import Client
 from tpsload.core.health import CpuMeter, LoopLagSampler
+from tpsload.core.live import LiveStats
 from tpsload.core.scheduler import open_plan
 from tpsload.records import ErrorClass, RequestRecord
 from tpsload.workload.spec import Workload
@@ -85,6 +86,7 @@ class RunState:
     workers: list[dict[str, Any]] = field(default_factory=list)  # per-worker health, with --workers
     nodes: list[dict[str, Any]] = field(default_factory=list)  # per-machine summary, with --ray
     backend: dict[str, Any] | None = None
+    live: LiveStats | None = None  # told of each request as it starts and ends (the live view, --serve-metrics)
 
     @property
     def partial(self) -> bool:
@@ -214,6 +216,8 @@ class Runner:
         happens."""
         st = self.state
         st.records.append(rec)
+        if st.live is not None:
+            st.live.started(rec)
         try:
             await self.client.send(rec, self.workload.body(rec.index) if body is None else body)
         except asyncio.CancelledError:
@@ -221,8 +225,12 @@ class Runner:
                 rec.error_class = ErrorClass.CANCELLED
                 rec.error = st.stop_reason or "cancelled"
             rec.t_done = perf_counter_ns()
+            if st.live is not None:
+                st.live.finished(rec)
             raise
         rec.t_done = perf_counter_ns()
+        if st.live is not None:
+            st.live.finished(rec)
         st.done += 1
         if rec.failed:
             st.failed += 1

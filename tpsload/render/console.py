@@ -1,20 +1,17 @@
-"""The terminal: progress notices and a live progress line while running, then the tables."""
+"""The terminal: progress notices while running (the live view is render.live), then the tables."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import IO, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tpsload.analysis.numbers import fmt
 from tpsload.analysis.report import dists_of, level_table, sweep_verdicts
 from tpsload.analysis.sessions import turn_table
-from tpsload.core.runner import RunState
 
 
 def notice(message: str) -> None:
@@ -25,37 +22,6 @@ def notice(message: str) -> None:
 
 def console(file: IO[str]) -> Console:
     return Console(file=file, highlight=False, soft_wrap=True, width=None if file.isatty() else 140)
-
-
-class LiveProgress:
-    """Redrawn from the run's own loop a few times a second (no refresh thread
-    competing with the measurement for the GIL)."""
-
-    def __init__(self, file: IO[str], total: int | None, duration_s: float | None) -> None:
-        self.console = Console(file=file, stderr=True)
-        self.enabled = self.console.is_terminal
-        self.total = total
-        self.duration_s = duration_s
-        self.t0 = time.monotonic()
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                 console=self.console, auto_refresh=False, transient=True)
-        self.task = self.progress.add_task("requests", total=total or duration_s or None, info="")
-        if self.enabled:
-            self.progress.start()
-
-    def __call__(self, st: RunState) -> None:
-        if not self.enabled:
-            return
-        done = st.done
-        completed: float = done if self.total else (time.monotonic() - self.t0)
-        info = f"{done} done, {st.failed} failed" + (" · stopping" if st.stopping else "")
-        self.progress.update(self.task, completed=completed, info=info)
-        self.progress.refresh()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.progress.stop()
 
 
 def render(result: dict[str, Any], file: IO[str]) -> None:

@@ -489,3 +489,30 @@ def describe(server: str | None, s: dict[str, Any], client_ttft_ms: dict[str, An
     if qt and qt.get("p50") is not None:
         lines.append(f"server queue time p50 {qt['p50']:,.0f} ms, p99 {qt['p99']:,.0f} ms")
     return lines
+
+
+# --- during the run: the few gauges the live view shows ---------------------------------------
+
+LIVE_GAUGES = ("requests_running", "requests_waiting", "kv_cache_usage")
+_LIVE_NAMES = {raw: m for s in maps.SERVERS for k in LIVE_GAUGES if (m := s.meaning(k)) is not None for raw in m.raw}
+
+
+def latest_gauges(scrape: Scrape) -> tuple[int, dict[str, float]] | None:
+    """(its stamp, the server's queue and KV cache by meaning) in the latest sample; None before one.
+
+    Only those lines are parsed (a regex picks them out first), so this costs the event loop well
+    under a millisecond, not the ~10 ms of a whole page."""
+    if not scrape.metrics:
+        return None
+    t = scrape.metrics[-1][0]
+    try:
+        samples = prom.parse(prom.select(scrape.body(-1), tuple(_LIVE_NAMES), buckets=False))
+    except ValueError:
+        return t, {}
+    out: dict[str, float] = {}
+    for key in LIVE_GAUGES:
+        for raw, m in _LIVE_NAMES.items():
+            vals = [v for (name, _), v in samples.items() if name == raw and m.key == key and not math.isnan(v)]
+            if vals and key not in out:
+                out[key] = sum(vals) if m.across == "sum" else max(vals)
+    return t, out
