@@ -104,6 +104,7 @@ class RequestRecord:
     retries: int = 0
     server_timings: dict[str, Any] | None = None
     text: str | None = None  # generated text, kept only until a tokenizer has counted it
+    stage: int | None = None  # --stages: the stage it was started in (from 0)
 
     @property
     def ok(self) -> bool:
@@ -153,6 +154,7 @@ class RequestRecord:
             "chunk_offsets_us": [(t - send) // 1000 for t in self.chunk_times],
             "chunk_tokens": list(self.chunk_tokens) if self.chunk_tokens is not None else None,
             "server_timings": self.server_timings,
+            "stage": self.stage,
         }
         return d
 

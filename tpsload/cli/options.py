@@ -110,6 +110,20 @@ RUN_LOAD = [
     click.option("--duration", default=None, help="Stop starting requests after this long (30s, 5m)."),
     click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True,
                   help="Requests sent first and left out of the statistics."),
+    click.option("--stages", default=None, metavar="SPEC",
+                 help="A run in stages of steps, ramps and spikes: '60s:c=4,120s:c=4->32,30s:c=64,60s:c=8' (closed "
+                      "loop) or '30s:rate=2,60s:rate=2->10' (open loop; -c caps it). Results per stage."),
+    click.option("--trace", type=click.Path(dir_okay=False), default=None,
+                 help="Replay a trace: each request at its recorded time with its recorded input and output lengths "
+                      "(Mooncake JSONL, Azure LLM CSV, BurstGPT CSV, or JSONL with timestamp in ms)."),
+    click.option("--trace-format", type=click.Choice(["auto", "mooncake", "azure", "burstgpt", "jsonl"]),
+                 default="auto", show_default=True),
+    click.option("--trace-speed", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                 help="Replay the trace this many times faster (0.5: twice as slow)."),
+    click.option("--trace-window", default=None, metavar="START:END",
+                 help="Replay only this slice of the trace, in seconds from its first request (60:120, 30s:2m, 60:)."),
+    click.option("--trace-block", type=click.IntRange(min=1), default=512, show_default=True,
+                 help="Tokens per hash_id block of the trace (prompts that share hash_ids share those tokens)."),
     click.option("--json", "json_path", metavar="PATH", help="Write the full result as JSON ('-' = stdout)."),
     click.option("--records", "records_path", metavar="PATH", help="Write one JSON line per request."),
 ]

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from tpsload.analysis.numbers import fmt
-from tpsload.analysis.report import DISTS, level_table, sweep_verdicts
+from tpsload.analysis.report import DISTS, level_table, stage_table, sweep_verdicts
 from tpsload.core.runner import RunState
 
 
@@ -98,6 +98,21 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
         else:
             t.add_row(label, unit, *(fmt(d[k], 1) for k in ("mean", "p50", "p90", "p99", "max")), str(d["n"]))
     con.print(t)
+    if result.get("stages"):
+        header, rows = stage_table(result)
+        st = Table(show_edge=False, header_style="bold", title="Stages (each over its own steady window)")
+        for col in header:
+            st.add_column(col, justify="left" if col == "stage" else "right")
+        for row in rows:
+            st.add_row(*(escape(v) for v in row))
+        con.print(st)
+    trace = result.get("trace")
+    if trace:
+        lag = trace.get("schedule_lag_ms") or {}
+        con.print(f"Trace {escape(str(trace.get('file')))} ({trace.get('format')}): {trace.get('requests')} requests "
+                  f"at {fmt(trace.get('speed'))}x, schedule lag p50 {fmt(lag.get('p50'), 2)} / p99 "
+                  f"{fmt(lag.get('p99'), 2)} ms" + ("" if trace.get("schedule_kept") else
+                                                   " [bold red](schedule NOT kept)[/]"))
     if s.get("send_ms"):  # where the request half of TTFT went
         send, ttfb, conn, pre = s["send_ms"], s.get("ttfb_ms") or {}, s.get("connect_ms"), s.get("preconnected")
         con.print(f"Request path: send (due → written) p50 {fmt(send['p50'], 2)} / p99 {fmt(send['p99'], 2)} ms, "

@@ -151,6 +151,8 @@ class Workload:
         self.params = params
         self.description = description
         self._bodies: dict[int, bytes] = {}
+        # a trace replay: request i's send time, seconds from the run's start (None: the load flags decide)
+        self.schedule: list[float] | None = None
 
     def request(self, i: int) -> dict[str, Any]:
         item = self.items[i % len(self.items)]
