@@ -104,6 +104,18 @@ def test_staged_run_holds_each_stage_and_ramps_up(mock_server, tmp_path):
     for title in ("Load over time", "Output throughput over time", "Time to first token over time"):
         assert title in text
     assert text.count("0.5s:c=32") >= 4  # the stage table and a boundary mark on each of three charts
+    assert "stages 1s:c=4, 1s:c=4-&gt;16, 0.5s:c=32, 1s:c=8" in text
+    from tpsload.analysis.report import traffic_charts
+    from tpsload.render import png
+
+    charts = traffic_charts(r)
+    if png.available():  # the PNG draws the same chart description: the same points, the same boundaries
+        fig = png.render(charts)
+        ax = fig.axes[0]
+        drawn = [ln for ln in ax.get_lines() if ln.get_label() == "in flight"][0]
+        assert list(drawn.get_ydata()) == [float(v) for v in tl["in_flight"]]
+        marks = [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+        assert marks == [s["start_s"] for s in st]
 
 
 def test_stage_flags_that_clash_are_one_line_errors():
@@ -184,36 +196,66 @@ def test_trace_replays_on_its_recorded_schedule(mock_server, tmp_path, speed):
     recorded = np.array([e.t_s * 1e3 / speed for e in trace.entries])
     assert np.abs(planned - recorded).max() < 0.001  # the plan is the trace (to a microsecond)
     lag = np.array([x["t_send_ms"] - x["t_sched_ms"] for x in records])
-    assert np.percentile(lag, 99) <= 1.0, (np.percentile(lag, [50, 90, 99]), r["client_health"]["reasons"])
-    assert [x["output_tokens"] for x in records] == [e.output_tokens for e in trace.entries]
     t = r["trace"]
+    late = float((lag > 1.0).mean())
+    # A client that has the CPU (its own loop on time: loop lag p99 within 1 ms) keeps the schedule within
+    # 1 ms at p99. On a machine whose other work takes the CPU from it (a shared 2-core test box: loop lag
+    # p99 ~10 ms, and plain --rate runs are as late), none could: the run must then say so instead.
+    if r["client_health"]["loop_lag_ms"]["p99"] <= 1.0:
+        assert np.percentile(lag, 99) <= 1.0, (np.percentile(lag, [50, 90, 99]), r["client_health"]["reasons"])
+    assert t["schedule_kept"] is (late <= 0.01) and (t["note"] in r["warnings"]) is (late > 0.01)
+    assert [x["output_tokens"] for x in records] == [e.output_tokens for e in trace.entries]
     assert t["format"] == "mooncake" and t["requests"] == 200 and t["speed"] == speed and t["prefix_groups"] == 5
-    assert t["schedule_lag_ms"]["p99"] == pytest.approx(np.percentile(lag, 99), abs=0.01) and t["schedule_kept"]
+    assert t["schedule_lag_ms"]["p99"] == pytest.approx(np.percentile(lag, 99), abs=0.01)
     assert r["config"]["rate"] == pytest.approx(199 / (trace.span_s / speed))
+
+
+def test_a_schedule_the_client_cannot_keep_is_flagged(mock_server, tmp_path):
+    """200 requests in the first 4 ms (the sample at 1000x): no client sends them each within 1 ms of
+    its time, and the result says the replay was not the trace's load. A window replays a slice."""
+    m = mock_server(ttft_ms=1, itl_ms=0)
+    out = tmp_path / "r.json"
+    tpsload("run", "--base-url", m.base_url, "--trace", str(SAMPLES / "mooncake.jsonl"), "--trace-block", "64",
+            "--trace-speed", "1000", "--json", str(out), "-q", check=0)
+    r = load_json(out)
+    t = r["trace"]
+    assert t["schedule_kept"] is False and t["late_share"] > 0.01 and t["schedule_lag_ms"]["p99"] > 1.0
+    assert t["note"] in r["warnings"] and "--trace-speed" in t["note"] and r["client_health"]["client_bound"]
+    tpsload("run", "--base-url", m.base_url, "--trace", str(SAMPLES / "mooncake.jsonl"), "--trace-block", "64",
+            "--trace-window", "1:1.5", "--json", str(out), "-q", check=0)
+    r = load_json(out)
+    inside = [e for e in traces.load(str(SAMPLES / "mooncake.jsonl")).entries if 1 <= e.t_s < 1.5]
+    assert r["trace"]["requests"] == r["summary"]["requests_ok"] == len(inside) and r["trace"]["window_s"] == [1, 1.5]
 
 
 # -- trace replay on the real llama-server ---------------------------------------------------------
 
 def test_trace_lengths_exact_and_prefix_groups_hit_the_cache(llama_server, tmp_path):
     """On llama-server (/tokenize): every prompt and answer has the trace's length, and a request that
-    continues a prefix group finds that prefix in the prompt cache, while one that opens a group does not."""
-    srv = llama_server()
+    continues a prefix group finds the group's shared blocks in the prompt cache, while one that opens
+    a group finds nothing but the BOS token. -c 1 replays the trace one request at a time (a slow
+    server here must not turn the trace's order into overlapping requests on other slots)."""
+    srv = llama_server(np=4, extra=("--swa-full",))  # Gemma 3's sliding window keeps no prompt cache without it
     out, recs = tmp_path / "r.json", tmp_path / "r.jsonl"
     path = SAMPLES / "prefix-groups.jsonl"
-    tpsload("run", "--base-url", srv.base_url, "--trace", str(path), "--trace-block", "64", "--trace-speed", "1.4",
-            "--json", str(out), "--records", str(recs), "-q", check=0, timeout=300)
+    tpsload("run", "--base-url", srv.base_url, "--trace", str(path), "--trace-block", "64", "--trace-speed", "100",
+            "-c", "1", "--endpoint", "completions", "--json", str(out), "--records", str(recs), "-q", check=0,
+            timeout=300)
     r = load_json(out)
-    assert r["workload"]["lengths_exact"] is True
+    assert r["workload"]["lengths_exact"] is True and r["workload"]["trace"]["prefix_groups"] == 3
     trace = [json.loads(line) for line in path.read_text().splitlines()]
     records = sorted((json.loads(line) for line in recs.read_text().splitlines()), key=lambda x: x["index"])
     assert [x["prompt_tokens"] for x in records] == [e["input_length"] for e in trace]
     assert [x["output_tokens"] for x in records] == [e["output_length"] for e in trace]
-    seen = set()
-    for e, x in zip(trace, records, strict=True):
-        if e["hash_ids"][0] in seen:  # continues a group: at least most of the shared block is cached
-            shared = min(64, min(o["input_length"] for o in trace[:trace.index(e)] if o["hash_ids"][0] ==
-                                 e["hash_ids"][0]))
-            assert x["cached_tokens"] >= shared - 16, (e, x["cached_tokens"])
-        else:  # opens one: at most the chat template's first tokens
-            assert x["cached_tokens"] <= 8, (e, x["cached_tokens"])
-        seen.add(e["hash_ids"][0])
+
+    def shared(a, b):  # tokens two requests share: their common leading blocks, within the shorter
+        n = next((k for k, (x, y) in enumerate(zip(a["hash_ids"], b["hash_ids"], strict=False)) if x != y),
+                 min(len(a["hash_ids"]), len(b["hash_ids"])))
+        return min(64 * n, a["input_length"], b["input_length"])
+
+    for k, (e, x) in enumerate(zip(trace, records, strict=True)):
+        expected = max((shared(e, o) for o in trace[:k]), default=0)
+        if expected:  # continues a group
+            assert expected - 2 <= x["cached_tokens"] <= expected + 2, (e, x["cached_tokens"], expected)
+        else:  # opens one: only the BOS token is the same
+            assert x["cached_tokens"] <= 1, (e, x["cached_tokens"])

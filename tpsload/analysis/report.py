@@ -49,6 +49,11 @@ def describe(r: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("sweep", f"{key} levels " + ", ".join(f"{lv[key]:g}" for lv in r["levels"])))
     else:
         load = f"rate {c.get('rate')}/s" if c.get("rate") else f"concurrency {c.get('concurrency')}"
+        if c.get("stages"):
+            load = "stages " + ", ".join(f"{s['duration_s']:g}s:{s['kind']}={s['start']:g}"
+                                         + (f"->{s['end']:g}" if s["end"] != s["start"] else "") for s in c["stages"])
+        elif c.get("trace"):
+            load = f"trace {c['trace']} at {c.get('trace_speed', 1):g}x"
         lines.append(("load", f"{load}, {(r.get('summary') or {}).get('requests_ok')} requests ok"))
     if r.get("tags"):
         lines.append(("tags", ", ".join(f"{k}={v}" for k, v in r["tags"].items())))
