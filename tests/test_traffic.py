@@ -118,6 +118,33 @@ def test_staged_run_holds_each_stage_and_ramps_up(mock_server, tmp_path):
         assert marks == [s["start_s"] for s in st]
 
 
+def test_rate_stages_against_the_mock(mock_server, tmp_path):
+    """Open-loop stages: each stage sends at its own rate, on the planned times, each record in its stage."""
+    m = mock_server(ttft_ms=5, itl_ms=1)
+    out, recs = tmp_path / "r.json", tmp_path / "r.jsonl"
+    tpsload("run", "--base-url", m.base_url, "--max-tokens", "4", "--stages", "1s:rate=20,1s:rate=20->60,0.5s:rate=10",
+            "--arrival", "constant", "--json", str(out), "--records", str(recs), "-q", check=0)
+    r = load_json(out)
+    st = r["stages"]
+    assert [s["requests_started"] for s in st] == [20, 40, 5] and [s["kind"] for s in st] == ["rate"] * 3
+    assert [s["achieved_rate"] for s in st] == [20, 40, 10] and [s["asked"] for s in st] == [20, 40, 10]
+    records = [json.loads(line) for line in recs.read_text().splitlines()]
+    first = min(x["t_sched_ms"] for x in records)
+    for x in records:  # each record's stage is the one its planned time falls in
+        t = (x["t_sched_ms"] - first) / 1e3
+        assert x["stage"] == (0 if t < 1 else 1 if t < 2 else 2)
+    assert r["summary"]["offered_rate"] == pytest.approx(65 / 2.5) and r["timeline"]["asked"][0] == 20
+
+
+def test_a_request_with_its_own_length_asks_vllm_for_exactly_that_many():
+    from tpsload.workload.spec import RequestSpec, Workload, WorkloadParams
+
+    w = Workload([RequestSpec(prompt="a", max_tokens=14), RequestSpec(prompt="b")],
+                 WorkloadParams(max_tokens=256, ignore_eos=True, extra_body={"min_tokens": 256}), {})
+    assert (w.request(0)["max_tokens"], w.request(0)["min_tokens"]) == (14, 14)  # vLLM refuses min > max
+    assert (w.request(1)["max_tokens"], w.request(1)["min_tokens"]) == (256, 256)
+
+
 def test_stage_flags_that_clash_are_one_line_errors():
     for args, why in ((["--stages", "1s:c=2", "-c", "4"], "drop -c"),
                       (["--stages", "1s:c=2", "--duration", "5s"], "drop --duration"),

@@ -165,8 +165,12 @@ class Workload:
             msgs = content if isinstance(content, list) else [{"role": "user", "content": content}]
             content = [{"role": "system", "content": p.system}, *msgs]
         max_tokens = item.max_tokens if item.max_tokens is not None else p.max_tokens
+        extra = p.extra_body
+        if item.max_tokens is not None and extra and "min_tokens" in extra and p.ignore_eos:
+            # exact lengths per request (a trace, a dataset's replies): vLLM refuses min_tokens > max_tokens
+            extra = {**extra, "min_tokens": item.max_tokens}
         return build_body(p.endpoint, p.model, content, stream=p.stream, max_tokens=max_tokens,
-                          ignore_eos=p.ignore_eos, temperature=p.temperature, extra_body=p.extra_body,
+                          ignore_eos=p.ignore_eos, temperature=p.temperature, extra_body=extra,
                           continuous_usage=p.continuous_usage)
 
     def body(self, i: int) -> bytes:
