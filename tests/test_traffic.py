@@ -170,6 +170,9 @@ def test_each_trace_format_parses():
     assert p.format == "jsonl" and [e.input_tokens for e in p.entries] == [40, None, None, 120, 60]
     assert p.entries[1].prompt == "Name three rivers in Europe." and p.entries[2].messages[0]["role"] == "user"
     assert p.entries[4].output_tokens is None and p.entries[3].t_s == 0.42
+    # what the prefix groups share on purpose: 64 + 99 + 128 + 49 tokens (blocks of 64, within each length
+    # less the server's one BOS token)
+    assert traces.shared_tokens(traces.load(str(SAMPLES / "prefix-groups.jsonl")).entries, 64, 1) == 340
     # a window: the requests recorded in [1 s, 2 s), their times from 1 s
     w = traces.window(m, 1.0, 2.0)
     assert w and all(0 <= e.t_s < 1.0 for e in w) and len(w) == sum(1 for e in m.entries if 1 <= e.t_s < 2)
@@ -270,6 +273,8 @@ def test_trace_lengths_exact_and_prefix_groups_hit_the_cache(llama_server, tmp_p
             timeout=300)
     r = load_json(out)
     assert r["workload"]["lengths_exact"] is True and r["workload"]["trace"]["prefix_groups"] == 3
+    # the hits the trace meant are not taken for a stale cache
+    assert r["workload"]["trace"]["shared_tokens"] == 340 and not [w for w in r["warnings"] if "prompt cache" in w]
     trace = [json.loads(line) for line in path.read_text().splitlines()]
     records = sorted((json.loads(line) for line in recs.read_text().splitlines()), key=lambda x: x["index"])
     assert [x["prompt_tokens"] for x in records] == [e["input_length"] for e in trace]

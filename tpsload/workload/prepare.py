@@ -126,7 +126,8 @@ async def _trace(cfg: RunConfig, session: aiohttp.ClientSession, model: str, p: 
         source=f"trace {w.trace}",
         trace={"file": w.trace, "format": trace.format, "requests": len(entries), "recorded_requests":
                len(trace.entries), "window_s": [start, end], "span_s": entries[-1].t_s, "speed": load.trace_speed,
-               "block_tokens": w.trace_block, "prefix_groups": traces.prefix_groups(entries)},
+               "block_tokens": w.trace_block, "prefix_groups": traces.prefix_groups(entries),
+               "shared_tokens": traces.shared_tokens(entries, w.trace_block, overhead or 0)},
         length_counter=counter.name if synthetic else None,
         lengths_exact=counter.exact and overhead is not None if synthetic else None,
         server_overhead_tokens=overhead,

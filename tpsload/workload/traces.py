@@ -183,6 +183,28 @@ def prefix_groups(entries: Sequence[TraceEntry]) -> int:
     return sum(1 for n in seen.values() if n > 1)
 
 
+def shared_tokens(entries: Sequence[TraceEntry], block: int, overhead: int = 0) -> int:
+    """Prompt tokens the trace shares on purpose: for each request, the longest run of leading hash_id
+    blocks it has in common with an earlier request (within both lengths, net of the server's overhead)."""
+    longest: dict[tuple[int, ...], int] = {}  # leading hash_ids -> the longest content an earlier request had
+    total = 0
+    for e in entries:
+        if not e.hash_ids or e.input_tokens is None:
+            continue
+        mine = max(1, e.input_tokens - overhead)
+        best = 0
+        for j in range(1, len(e.hash_ids) + 1):
+            seen = longest.get(e.hash_ids[:j])
+            if seen is None:
+                break
+            best = min(j * block, seen, mine)
+        total += best
+        for j in range(1, len(e.hash_ids) + 1):
+            key = e.hash_ids[:j]
+            longest[key] = max(longest.get(key, 0), mine)
+    return total
+
+
 def block_words(salt: str, seed: int, key: str, n: int) -> list[str]:
     """The words of one block: the same for the same (salt, seed, key), unlike any other block's."""
     h = hashlib.blake2s(f"{salt}|{seed}|{key}".encode(), digest_size=8).hexdigest()
