@@ -245,15 +245,17 @@ class Runner:
         """One stream of a staged run; like `_worker`, each request is meant to go when its slot is free."""
         st = self.state
         now = perf_counter_ns
-        while not st.stopping and now() < end:
-            if self._streams > self._wanted:  # a step down: this stream is one too many
-                break
-            i = self._next
-            self._next = i + 1
-            rec = RequestRecord(index=i, t_sched=free, stage=self._stage)
-            await self._request(rec)
-            free = rec.t_end or rec.t_done or now()
-        self._streams -= 1
+        try:
+            while not st.stopping and now() < end:
+                if self._streams > self._wanted:  # a step down: this stream is one too many
+                    break
+                i = self._next
+                self._next = i + 1
+                rec = RequestRecord(index=i, t_sched=free, stage=self._stage)
+                await self._request(rec)
+                free = rec.t_end or rec.t_done or now()
+        finally:
+            self._streams -= 1
 
     async def _request(self, rec: RequestRecord) -> None:
         """Send one request and account for it, whatever happens."""
