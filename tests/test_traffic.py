@@ -146,13 +146,17 @@ def test_a_request_with_its_own_length_asks_vllm_for_exactly_that_many():
 
 
 def test_stage_flags_that_clash_are_one_line_errors():
+    from tpsload.cli import cli
+
     for args, why in ((["--stages", "1s:c=2", "-c", "4"], "drop -c"),
                       (["--stages", "1s:c=2", "--duration", "5s"], "drop --duration"),
                       (["--stages", "1s:c=2,1s:rate=3"], "every stage"),
                       (["--stages", "1s:c=2", "--trace", str(SAMPLES / "plain.jsonl")], "not both"),
-                      (["--stages", "1s:c=2", "--workers", "2"], "one process")):
-        p = tpsload("run", "--base-url", "http://127.0.0.1:9/v1", *args)
-        assert p.returncode == 2 and why in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+                      (["--trace", str(SAMPLES / "plain.jsonl"), "-n", "5"], "drop --requests")):
+        with pytest.raises(TpsloadError, match=why):  # before any connection is tried
+            cli.main(["run", "--base-url", "http://127.0.0.1:9/v1", *args], standalone_mode=False)
+    p = tpsload("run", "--base-url", "http://127.0.0.1:9/v1", "--stages", "1s:c=2", "--workers", "2")
+    assert p.returncode == 2 and p.stderr == "tpsload: --stages runs in one process: drop --workers/--ray\n"
 
 
 # -- traces: the formats ----------------------------------------------------------------------------
