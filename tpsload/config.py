@@ -115,6 +115,35 @@ class WorkloadSpec:
     think_time: ThinkTime | None = None  # between a reply's end and the conversation's next turn
     history: str = "replies"  # the assistant turns resent: "replies" (what the server said) or "dataset"
     slot_affinity: bool = False  # llama-server: pin each conversation to one slot (id_slot)
+    trace: str | None = None  # --trace FILE: each request's time and lengths from a recorded trace
+    trace_format: str = "auto"
+    trace_block: int = 512  # tokens per hash_id block (Mooncake's)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a staged run (--stages): a duration and a load, held (step) or ramped linearly.
+
+    `kind` is "c" (closed loop: requests in flight) or "rate" (open loop: requests per second)."""
+
+    duration_s: float
+    kind: str
+    start: float
+    end: float
+
+    @property
+    def ramp(self) -> bool:
+        return self.start != self.end
+
+    @property
+    def mean(self) -> float:
+        """The load the stage asks for on average: a ramp's is the middle of it."""
+        return (self.start + self.end) / 2
+
+    @property
+    def text(self) -> str:
+        load = f"{self.start:g}" + (f"->{self.end:g}" if self.ramp else "")
+        return f"{self.duration_s:g}s:{self.kind}={load}"
 
 
 @_group
@@ -132,6 +161,9 @@ class Load:
     grace_s: float = 5.0
     preconnect: bool = True  # keep-alive servers: open the run's connections before its first send
     single: bool = True  # no load flags: the original script's one request
+    stages: tuple[Stage, ...] = ()  # --stages: steps, ramps and spikes, all closed loop or all open loop
+    trace_speed: float = 1.0  # --trace: the recorded times divided by this
+    trace_window: tuple[float, float | None] | None = None  # --trace-window: seconds of the trace replayed
 
 
 @_group
@@ -330,6 +362,51 @@ def parse_tag(t: str) -> tuple[str, str]:
     return k.strip(), v.strip()
 
 
+_STAGE = re.compile(r"^\s*([0-9.]+\s*[smh]?)\s*:\s*(c|rate)\s*=\s*([0-9.]+)\s*(?:->\s*([0-9.]+))?\s*$", re.I)
+STAGES_HINT = "e.g. '60s:c=4,120s:c=4->32,30s:c=64' or '30s:rate=2,60s:rate=2->10'"
+
+
+def parse_stages(value: str) -> tuple[Stage, ...]:
+    """'60s:c=4,120s:c=4->32,30s:c=64' -> stages; all closed loop (c) or all open loop (rate)."""
+    stages = []
+    for part in value.split(","):
+        m = _STAGE.match(part)
+        if not m:
+            raise TpsloadError(f"--stages: {part.strip()!r} is not DURATION:c=N[->M] or DURATION:rate=R[->R2] "
+                               f"({STAGES_HINT})")
+        try:
+            duration = parse_duration(m.group(1).strip())
+            start = float(m.group(3))
+            end = float(m.group(4)) if m.group(4) is not None else start
+        except (TpsloadError, ValueError):
+            raise TpsloadError(f"--stages: {part.strip()!r}: a positive duration and numbers ({STAGES_HINT})") from None
+        kind = m.group(2).lower()
+        if kind == "c" and (start != int(start) or end != int(end) or min(start, end) < 1):
+            raise TpsloadError(f"--stages: {part.strip()!r}: concurrency is a whole number of at least 1")
+        if kind == "rate" and (min(start, end) < 0 or max(start, end) <= 0):
+            raise TpsloadError(f"--stages: {part.strip()!r}: a rate is positive (a ramp may start or end at 0)")
+        stages.append(Stage(duration_s=float(duration or 0), kind=kind, start=start, end=end))
+    if len({s.kind for s in stages}) > 1:
+        raise TpsloadError("--stages: give every stage as c= (closed loop) or every stage as rate= (open loop)")
+    return tuple(stages)
+
+
+def parse_trace_window(value: str | None) -> tuple[float, float | None] | None:
+    """'START:END' in seconds of the trace ('60:120', '30s:2m', '60:' to the end) -> (start, end)."""
+    if value is None:
+        return None
+    a, sep, b = value.partition(":")
+    try:
+        start = parse_duration(a) if a.strip() else 0.0
+        end = parse_duration(b) if b.strip() else None
+    except TpsloadError:
+        start = end = -1.0
+    if not sep or start is None or start < 0 or (end is not None and end <= start):
+        raise TpsloadError(f"--trace-window {value!r}: expected START:END in seconds of the trace, END after START "
+                           "(e.g. 60:120, 30s:2m, or 60: for the rest)")
+    return start, end
+
+
 def parse_workers(value: str) -> int:
     """'auto' -> 0; otherwise a positive count."""
     if str(value).strip().lower() == "auto":
@@ -438,7 +515,7 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
             o["api_key"] or any(k.lower() == "authorization" for k, _ in headers)):
         raise TpsloadError("--base-url carries credentials (user:password@) and --api-key, OPENAI_API_KEY or an "
                            "Authorization header is set too: each is the Authorization header, give one")
-    prompt_sources = [f for f in ("prompt", "prompt_file", "dataset", "input_tokens") if o[f] is not None]
+    prompt_sources = [f for f in ("prompt", "prompt_file", "dataset", "input_tokens", "trace") if o.get(f) is not None]
     if len(prompt_sources) > 1:
         raise TpsloadError("give one prompt source: " + " or ".join("--" + f.replace("_", "-")
                                                                    for f in prompt_sources))
@@ -472,7 +549,13 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
     concurrency = o["concurrency"] or (0 if rate else 1)
     duration = parse_duration(o["duration"])
     requests = o["requests"]
-    if requests is None and duration is None:
+    stages, trace = parse_stages(o["stages"]) if o.get("stages") else (), o.get("trace")
+    if stages or trace:
+        concurrency, rate, requests, duration = _traffic(o, stages, trace)
+        load_flags = True
+        if trace:
+            ignore_eos = True  # every request reaches its recorded output length
+    elif requests is None and duration is None:
         if rate:
             requests = max(16, int(rate * 10))  # about ten seconds of load
         else:
@@ -504,7 +587,37 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
         preconnect=not o["no_preconnect"],
         turns=parse_turns(o.get("turns")), think_time=parse_think_time(o.get("think_time")),
         history=o.get("history") or "replies", slot_affinity=bool(o.get("slot_affinity")),
+        stages=stages, trace=trace, trace_format=o.get("trace_format") or "auto",
+        trace_block=o.get("trace_block") or 512, trace_speed=o.get("trace_speed") or 1.0,
+        trace_window=parse_trace_window(o.get("trace_window")),
     )
+
+
+def _traffic(o: dict[str, Any], stages: tuple[Stage, ...], trace: str | None
+             ) -> tuple[int, float | None, int | None, float | None]:
+    """(concurrency, rate, requests, duration) of a staged run or a trace replay: the stages or the
+    trace set the load, so the flags that set it otherwise are refused rather than half obeyed."""
+    flag = "--stages" if stages else "--trace"
+    if stages and trace:
+        raise TpsloadError("give --stages or --trace, not both: a trace brings its own schedule")
+    clash = [f"--{k}" for k in ("rate", "requests", "duration") if o.get(k) is not None]
+    if o.get("warmup"):
+        clash.append("--warmup")
+    if stages and stages[0].kind == "c" and o.get("concurrency") is not None:
+        clash.append("-c")
+    if clash:
+        raise TpsloadError(f"{flag} sets the load: drop {', '.join(clash)}")
+    if o.get("workers") not in (None, "1", 1) or o.get("ray_address"):
+        raise TpsloadError(f"{flag} runs in one process: drop --workers/--ray")
+    if o.get("turns") is not None:  # a trace's requests and a stage's streams are single requests, not turns
+        raise TpsloadError(f"{flag} sends single requests: drop --turns")
+    total = sum(s.duration_s for s in stages)
+    if stages and stages[0].kind == "c":
+        return int(max(max(s.start, s.end) for s in stages)), None, None, total
+    if stages:  # open loop: the run's offered rate is the stages' mean; -c, if given, caps it
+        return o.get("concurrency") or 0, sum(s.mean * s.duration_s for s in stages) / total, None, total
+    # a trace: its rate and count are known once it is read (workload.prepare)
+    return o.get("concurrency") or 0, None, None, None
 
 
 def redact(text: str | None, secrets: tuple[str, ...]) -> str | None:

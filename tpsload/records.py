@@ -124,6 +124,7 @@ class RequestRecord:
     turn: int | None = None
     slot: int | None = None
     reply: str | None = None  # --turns: the answer's text, until the conversation's next turn is built
+    stage: int | None = None  # --stages: the stage it was started in (from 0)
 
     @property
     def ok(self) -> bool:
@@ -177,6 +178,7 @@ class RequestRecord:
             "reasoning_tokens": self.reasoning_tokens,
             "reasoning_source": self.reasoning_source,
             "answer_tokens": self.answer_tokens,
+            "stage": self.stage,
         }
         if self.session is not None:
             d.update(session=self.session, turn=self.turn, slot=self.slot)

@@ -69,6 +69,11 @@ def describe(r: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("sweep", f"{key} levels " + ", ".join(f"{lv[key]:g}" for lv in r["levels"])))
     else:
         load = f"rate {c.get('rate')}/s" if c.get("rate") else f"concurrency {c.get('concurrency')}"
+        if c.get("stages"):
+            load = "stages " + ", ".join(f"{s['duration_s']:g}s:{s['kind']}={s['start']:g}"
+                                         + (f"->{s['end']:g}" if s["end"] != s["start"] else "") for s in c["stages"])
+        elif c.get("trace"):
+            load = f"trace {c['trace']} at {c.get('trace_speed', 1):g}x"
         lines.append(("load", f"{load}, {(r.get('summary') or {}).get('requests_ok')} requests ok"))
     if r.get("tags"):
         lines.append(("tags", ", ".join(f"{k}={v}" for k, v in r["tags"].items())))
@@ -251,6 +256,49 @@ def timeline_charts(r: dict[str, Any]) -> list[Chart]:
     return [Chart(title, ylabel, series, xs, "time since the run started (s)", ticks_at_points=False)
             for title, ylabel, series in (("Requests over time", "requests", requests),
                                            ("Output tokens per second over time", "tokens/s", tokens)) if series]
+
+
+STAGE_COLOR = "#7f7f7f"
+
+
+def traffic_charts(r: dict[str, Any]) -> list[Chart]:
+    """A staged run or a trace replay over time: the load asked and what was in flight (or sent),
+    output tokens per second and the median TTFT, each with the stage boundaries marked."""
+    tl = r.get("timeline") or {}
+    t_ms = tl.get("t_ms") or []
+    if len(t_ms) < 2:
+        return []
+    xs = tuple(t / 1e3 for t in t_ms)
+    stages = r.get("stages") or []
+    marks = tuple(Mark(f"{st['spec']}", st["start_s"], STAGE_COLOR) for st in stages)
+    rate = bool(stages) and stages[0]["kind"] == "rate" or bool(r.get("trace"))
+
+    def line(name: str, key: str) -> tuple[str, tuple[float | None, ...]]:
+        return name, tuple(tl.get(key) or (None,) * len(xs))
+
+    load = ((line("asked (req/s)", "asked"),) if stages and rate else
+            (line("asked (in flight)", "asked"),) if stages else ()) + \
+        ((line("sent (req/s)", "sends_per_s"),) if rate else ()) + (line("in flight", "in_flight"),)
+    x = "time since the run started (s)"
+    return [Chart("Load over time", "requests in flight / requests per second" if rate else "requests in flight",
+                  load, xs, x, marks=marks, ticks_at_points=False),
+            Chart("Output throughput over time", "tokens/s", (line("received", "output_tps"),), xs, x, marks=marks,
+                  ticks_at_points=False),
+            Chart("Time to first token over time", "ms", (line("TTFT p50 of requests sent", "ttft_p50_ms"),), xs, x,
+                  marks=marks, ticks_at_points=False)]
+
+
+def stage_table(r: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Each stage in a row (header, rows): what it asked, what it got in its steady window, its latencies."""
+    header = ["stage", "asked", "achieved", "steady s", "ok", "failed", "out tok/s", "TTFT p50 ms", "TTFT p99 ms",
+              "TPOT p50 ms", "TPOT p99 ms"]
+    rows = []
+    for st in r.get("stages") or []:
+        got = st["concurrency_achieved"] if st["kind"] == "concurrency" else st["achieved_rate"]
+        rows.append([st["spec"], fmt(st["asked"], 2), fmt(got, 2), fmt(st["steady_s"], 2), str(st["requests_ok"]),
+                     str(st["requests_failed"]), fmt(st["output_throughput"], 0),
+                     *(fmt((st.get(m) or {}).get(q), 1) for m in ("ttft_ms", "tpot_ms") for q in ("p50", "p99"))])
+    return header, rows
 
 
 def comparison(named: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -81,6 +81,7 @@ async def _measure(cfg: RunConfig, show_progress: bool, watch: Watch, started_at
         tokenizer = Tokenizer(cfg.workload.tokenizer, notice=lambda m: click.echo(m, err=True))
         async with make_session(8, min(cfg.limits.timeout_s, 60.0), cfg.target.insecure) as prep:
             workload = await interruptible(interrupts, prepare.build(cfg, prep, model, server, tokenizer))
+        cfg = prepare.fitted(cfg, workload)  # a trace replay: its rate and count are known now
         if cfg.workload.save_prompts:
             export_json.write_text(cfg.workload.save_prompts, workload.dump())
         workload_desc = workload.describe()

@@ -15,7 +15,9 @@ from typing import Any
 
 from tpsload import __version__
 from tpsload.analysis import slo, stats
-from tpsload.analysis.health import SendPath, send_lags, verdict
+from tpsload.analysis import stages as staged
+from tpsload.analysis.health import LATE_SEND_MS, LATE_SHARE_LIMIT, SendPath, send_lags, verdict
+from tpsload.analysis.numbers import fmt
 from tpsload.analysis.sessions import SessionSummary, summarize_sessions
 from tpsload.analysis.stats import Dist, Summary
 from tpsload.config import RunConfig
@@ -195,6 +197,9 @@ class RunResult:
     server_metrics: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)  # the server's own /metrics
     sessions: SessionSummary | None = field(default=None, metadata=OPTIONAL)  # --turns: the per-turn table
     checkpoint: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)  # a checkpoint (app.checkpoint)
+    stages: list[dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)  # --stages: each stage's results
+    trace: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)  # --trace: how the schedule was kept
+    timeline: dict[str, list[Any]] | None = field(default=None, metadata=OPTIONAL)  # --stages, --trace: over time
 
 
 def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server: dict[str, Any],
@@ -210,6 +215,10 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
                       offered_rate=cfg.load.rate or None, preconnected=state.preconnected)
     # (a combined --repeat result recounts what its first repetition noted)
     warnings = [*(w for w in warnings if not w.startswith(stats.UNKNOWN_PROMPT)), *stats.unknown_counts(measured)]
+    health = client_health(state)
+    traffic = _traffic(cfg, state, workload, summary, health)
+    if traffic.get("trace") and not traffic["trace"]["schedule_kept"]:
+        warnings = [*warnings, traffic["trace"]["note"]]
     acct = accounting(measured)
     if not acct.balanced:
         warnings = [*warnings, f"ACCOUNTING MISMATCH: {acct.unaccounted} started requests are neither ok, failed "
@@ -226,7 +235,7 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
         server=server,
         client=client_host(),
         summary=summary,
-        client_health=client_health(state),
+        client_health=health,
         samples=samples(pr, summary),
         slo=verdict_slo if cfg.report.slos else None,
         cluster=Cluster(nodes=state.nodes, backend=state.backend) if state.backend else None,
@@ -241,7 +250,41 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
         server_metrics=server_metrics,
         sessions=summarize_sessions(records),
         checkpoint=checkpoint,
+        **traffic,
     )
+
+
+def _traffic(cfg: RunConfig, state: RunState, workload: dict[str, Any], summary: Summary,
+             health: ClientHealth) -> dict[str, Any]:
+    """A staged run's stages, a trace replay's schedule, and either over time."""
+    t0 = state.measure_t0
+    if t0 is None or not (cfg.load.stages or cfg.workload.trace):
+        return {}
+    out: dict[str, Any] = {}
+    if cfg.load.stages:
+        out["stages"] = staged.stage_results(state.records, cfg.load.stages, t0)
+        span = sum(s.duration_s for s in cfg.load.stages)
+    else:
+        sched = summary.schedule
+        lag = sched.send_lag_ms if sched else None
+        late = health.late_send_share
+        kept = late is not None and late <= LATE_SHARE_LIMIT
+        trace = workload.get("trace") or {}
+        out["trace"] = {
+            **trace,
+            "schedule_lag_ms": lag,
+            "late_share": late,
+            "schedule_kept": kept,
+            "note": None if kept else (
+                f"the client did not keep the trace's schedule: {late or 0:.1%} of requests were sent more than "
+                f"{LATE_SEND_MS:g} ms after their recorded time (p99 lag {fmt((lag or {}).get('p99'), 1)} ms); "
+                "the server saw a different load than the trace's (slow it down with --trace-speed)"),
+        }
+        span = (trace.get("span_s") or 0) / (cfg.load.trace_speed or 1)
+    ends = [r.t_done or r.t_end or 0 for r in state.records]
+    span = max(span, ((max(ends) - t0) / 1e9) if ends else 0)
+    out["timeline"] = staged.over_time(state.records, t0, span, cfg.load.stages)
+    return out
 
 
 def build_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server: dict[str, Any],

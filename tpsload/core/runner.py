@@ -18,7 +18,7 @@ from tpsload.config import RunConfig
 from tpsload.core.client import Client
 from tpsload.core.health import CpuMeter, LoopLagSampler
 from tpsload.core.live import LiveStats
-from tpsload.core.scheduler import open_plan
+from tpsload.core.scheduler import concurrency_plan, open_plan, stage_at, stage_starts
 from tpsload.records import ErrorClass, RequestRecord
 from tpsload.workload.spec import Workload
 
@@ -133,6 +133,7 @@ class Runner:
         self._connect_streak = 0
         self._measured_done = 0
         self._measured_failed = 0
+        self._wanted = self._streams = self._stage = 0  # --stages, closed loop
 
     # -- stopping: --max-errors and the like here, signals through core/signals.py -------------------
     def stop(self, reason: str) -> None:
@@ -164,9 +165,11 @@ class Runner:
             st.lags.start()
             if cfg.load.rate:
                 await self._open_loop()
+            elif cfg.load.stages:
+                await self._staged()
             elif cfg.load.warmup and not st.stopping:
                 await self._phase(cfg.load.warmup, None, warmup=True)
-            if not st.stopping and not cfg.load.rate:
+            if not st.stopping and not cfg.load.rate and not cfg.load.stages:
                 st.measure_t0 = perf_counter_ns()
                 deadline = st.measure_t0 + int(cfg.load.duration_s * 1e9) if cfg.load.duration_s else None
                 limit = cfg.load.requests if cfg.load.requests is not None else None
@@ -210,6 +213,51 @@ class Runner:
             rec = RequestRecord(index=i, warmup=warmup, t_sched=free)
             await self._request(rec)
             free = rec.t_end or rec.t_done or now()
+
+    async def _staged(self) -> None:
+        """Closed loop through --stages: streams are added when a stage or a ramp asks for more, and
+        when it asks for fewer, the streams over the count end as their current request does."""
+        st = self.state
+        loop = asyncio.get_running_loop()
+        t0 = perf_counter_ns() + START_DELAY_NS
+        st.measure_t0 = t0
+        end = t0 + round(stage_starts(self.cfg.load.stages)[-1] * 1e9)
+        self._wanted, self._streams, self._stage = 0, 0, 0
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for off, wanted, stage in concurrency_plan(self.cfg.load.stages):
+                when = t0 + round(off * 1e9)
+                await _sleep_until(when)
+                if st.stopping:
+                    break
+                self._wanted, self._stage = wanted, stage
+                while self._streams < wanted:
+                    self._streams += 1
+                    task = loop.create_task(self._stream(when, end))
+                    tasks.append(task)
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            await asyncio.gather(*tasks, return_exceptions=True)
+        except asyncio.CancelledError:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _stream(self, free: int, end: int) -> None:
+        """One stream of a staged run; like `_worker`, each request is meant to go when its slot is free."""
+        st = self.state
+        now = perf_counter_ns
+        try:
+            while not st.stopping and now() < end:
+                if self._streams > self._wanted:  # a step down: this stream is one too many
+                    break
+                i = self._next
+                self._next = i + 1
+                rec = RequestRecord(index=i, t_sched=free, stage=self._stage)
+                await self._request(rec)
+                free = rec.t_end or rec.t_done or now()
+        finally:
+            self._streams -= 1
 
     async def _request(self, rec: RequestRecord, body: bytes | None = None) -> None:
         """Send one request (the workload's body for its index, unless given) and account for it, whatever
@@ -256,9 +304,10 @@ class Runner:
         else:
             t0 = perf_counter_ns() + START_DELAY_NS
             st.measure_t0 = t0
-            times, deadline = open_plan(cfg, t0)
+            times, deadline = open_plan(cfg, t0, self.workload.schedule)
             plan = list(enumerate(times))
             n_warmup = cfg.load.warmup
+        starts = [st.measure_t0 + round(x * 1e9) for x in stage_starts(cfg.load.stages)] if cfg.load.stages else None
         loop = asyncio.get_running_loop()
         cap = asyncio.Semaphore(cfg.load.concurrency) if cfg.load.concurrency else None
         pending: set[asyncio.Task[None]] = set()
@@ -285,7 +334,8 @@ class Runner:
                     if cap:
                         cap.release()
                     break
-                rec = RequestRecord(index=i, warmup=k < n_warmup, t_sched=when, cap_wait_ns=max(0, held - when))
+                rec = RequestRecord(index=i, warmup=k < n_warmup, t_sched=when, cap_wait_ns=max(0, held - when),
+                                    stage=stage_at(starts, when) if starts else None)
                 task = loop.create_task(one(rec))
                 pending.add(task)
                 self._tasks.add(task)

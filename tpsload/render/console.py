@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tpsload.analysis.numbers import fmt
-from tpsload.analysis.report import dists_of, level_table, sweep_verdicts
+from tpsload.analysis.report import dists_of, level_table, stage_table, sweep_verdicts
 from tpsload.analysis.sessions import turn_table
 
 
@@ -70,6 +70,21 @@ def render(result: dict[str, Any], file: IO[str]) -> None:
     con.print(t)
     if result.get("sessions"):
         render_turns(con, result["sessions"])
+    if result.get("stages"):
+        header, rows = stage_table(result)
+        st = Table(show_edge=False, header_style="bold", title="Stages (each over its own steady window)")
+        for col in header:
+            st.add_column(col, justify="left" if col == "stage" else "right")
+        for row in rows:
+            st.add_row(*(escape(v) for v in row))
+        con.print(st)
+    trace = result.get("trace")
+    if trace:
+        lag = trace.get("schedule_lag_ms") or {}
+        con.print(f"Trace {escape(str(trace.get('file')))} ({trace.get('format')}): {trace.get('requests')} requests "
+                  f"at {fmt(trace.get('speed'))}x, schedule lag p50 {fmt(lag.get('p50'), 2)} / p99 "
+                  f"{fmt(lag.get('p99'), 2)} ms" + ("" if trace.get("schedule_kept") else
+                                                   " [bold red](schedule NOT kept)[/]"))
     if s.get("send_ms"):  # where the request half of TTFT went
         send, ttfb, conn, pre = s["send_ms"], s.get("ttfb_ms") or {}, s.get("connect_ms"), s.get("preconnected")
         con.print(f"Request path: send (due → written) p50 {fmt(send['p50'], 2)} / p99 {fmt(send['p99'], 2)} ms, "

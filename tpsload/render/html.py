@@ -52,6 +52,9 @@ def dumps(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
             body += [svg.render(c) for c in report.timeline_charts(r)]
             if t["turns"]:
                 body.append(_table(*t["turns"]))
+            if r.get("stages"):
+                body.append(_table(*report.stage_table(r)))
+            body += [svg.render(c) for c in report.traffic_charts(r)]
             if t["slo"]:
                 body.append(_table(("objective", "measured", "verdict"), t["slo"],
                                    ["" if row[2] == "met" else "worse" for row in t["slo"]]))

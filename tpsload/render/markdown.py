@@ -33,6 +33,8 @@ def dumps(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
             out.append(_table(("metric", "unit", "mean", "p50", "p90", "p99", "max"), t["dists"]))
             if t["turns"]:
                 out.append(_table(*t["turns"]))
+            if r.get("stages"):
+                out.append(_table(*report.stage_table(r)))
             if t["slo"]:
                 out.append(_table(("objective", "measured", "verdict"), t["slo"]))
             out.append(f"{t['health']}\n")

@@ -77,7 +77,9 @@ def prompt_cache_check(ok: Sequence[RequestRecord], workload: Workload) -> tuple
     if counted:
         prompt = sum(p for p, _ in counted)
         cached = sum(c for _, c in counted)
-        beyond = sum(max(0, c - intended) for _, c in counted)
+        # a trace's prefix groups share their blocks on purpose (workload.traces.shared_tokens)
+        beyond = max(0, sum(max(0, c - intended) for _, c in counted) - ((d.get("trace") or {}).get("shared_tokens")
+                                                                         or 0))
         rest = sum(max(1, p - intended) for p, _ in counted)
         info = {"prompt_tokens": prompt, "cached_tokens": cached, "intended_cached_per_request": intended,
                 "cached_beyond_intended": beyond, "cached_beyond_share": beyond / rest}

@@ -14,7 +14,7 @@ import click
 
 from tpsload.config import RunConfig, TpsloadError
 from tpsload.kinds import ACCEPT_MIN_TOKENS
-from tpsload.workload import datasets
+from tpsload.workload import datasets, traces
 from tpsload.workload.lengths import Counter, measure_overhead, offline_counter, server_counter
 from tpsload.workload.sessions import Conversation, Sessions, Turn, cap_turns, later_seed, turn_counts
 from tpsload.workload.spec import RequestSpec, Workload, WorkloadParams, length_targets, synthesize
@@ -51,6 +51,8 @@ async def build(cfg: RunConfig, session: aiohttp.ClientSession, model: str, serv
     desc: dict[str, Any] = {"seed": cfg.workload.seed}
     if cfg.workload.turns is not None:
         return await _sessions(cfg, session, model, p, server, tokenizer, desc)
+    if cfg.workload.trace:
+        return await _trace(cfg, session, model, p, tokenizer, desc)
     if cfg.workload.input_tokens is not None:
         items = await _synthetic(cfg, session, model, p, tokenizer, desc)
     elif cfg.workload.dataset:
@@ -155,6 +157,52 @@ async def _synthetic(cfg: RunConfig, session: aiohttp.ClientSession, model: str,
         pool=n if cfg.load.requests is None else None,
     )
     return [RequestSpec(prompt=t, input_tokens=m) for t, m in zip(prompts, measured, strict=True)]
+
+
+async def _trace(cfg: RunConfig, session: aiohttp.ClientSession, model: str, p: WorkloadParams,
+                 tokenizer: Tokenizer, desc: dict[str, Any]) -> Workload:
+    """A trace replay: its requests, each at its recorded time (divided by --trace-speed)."""
+    w, load = cfg.workload, cfg.load
+    trace = traces.load(w.trace or "", w.trace_format)
+    start, end = load.trace_window or (0.0, None)
+    entries = traces.window(trace, start, end)
+    if not entries:
+        raise TpsloadError(f"--trace-window {start:g}:{'' if end is None else f'{end:g}'}: no request of "
+                           f"{w.trace} falls in it (the trace spans {trace.span_s:,.1f} s)")
+    counter = await _counter(cfg, session, model, tokenizer)
+
+    def probe_body(text: str) -> dict[str, Any]:
+        return Workload([RequestSpec(prompt=text)], p, {}).request(0)
+
+    overhead = await measure_overhead(cfg, session, model, counter, probe_body)
+    click.echo(f"tpsload: preparing {len(entries)} requests of trace {w.trace} ({trace.format}, {counter.name})",
+               err=True)
+    salt = (w.cache_salt if w.cache_salt is not None else secrets.token_hex(3)) if w.cache_bust else ""
+    items, measured = await traces.requests(entries, counter.count, w.trace_block, w.seed, salt, overhead or 0)
+    synthetic = [m for m in measured if m >= 0]
+    desc.update(
+        source=f"trace {w.trace}",
+        trace={"file": w.trace, "format": trace.format, "requests": len(entries), "recorded_requests":
+               len(trace.entries), "window_s": [start, end], "span_s": entries[-1].t_s, "speed": load.trace_speed,
+               "block_tokens": w.trace_block, "prefix_groups": traces.prefix_groups(entries),
+               "shared_tokens": traces.shared_tokens(entries, w.trace_block, overhead or 0)},
+        length_counter=counter.name if synthetic else None,
+        lengths_exact=counter.exact and overhead is not None if synthetic else None,
+        server_overhead_tokens=overhead,
+        cache_salt=salt or None,
+    )
+    workload = Workload(items, p, desc)
+    workload.schedule = [e.t_s / load.trace_speed for e in entries]
+    return workload
+
+
+def fitted(cfg: RunConfig, workload: Workload) -> RunConfig:
+    """A trace replay's config once the trace is read: open loop at the trace's mean rate, one request
+    per recorded one (the runner sends each at its own time, workload.schedule)."""
+    if workload.schedule is None:
+        return cfg
+    n, span = len(workload.schedule), workload.schedule[-1]
+    return cfg.replace(requests=n, rate=(n - 1) / span if n > 1 and span > 0 else float(n), single=False)
 
 
 async def _dataset(cfg: RunConfig, session: aiohttp.ClientSession, model: str, tokenizer: Tokenizer,

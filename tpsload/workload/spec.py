@@ -139,8 +139,12 @@ def request_body(item: RequestSpec, p: WorkloadParams) -> dict[str, Any]:
         msgs = content if isinstance(content, list) else [{"role": "user", "content": content}]
         content = [{"role": "system", "content": p.system}, *msgs]
     max_tokens = item.max_tokens if item.max_tokens is not None else p.max_tokens
+    extra = p.extra_body
+    if item.max_tokens is not None and extra and "min_tokens" in extra and p.ignore_eos:
+        # exact lengths per request (a trace, a dataset's replies): vLLM refuses min_tokens > max_tokens
+        extra = {**extra, "min_tokens": item.max_tokens}
     return build_body(p.endpoint, p.model, content, stream=p.stream, max_tokens=max_tokens,
-                      ignore_eos=p.ignore_eos, temperature=p.temperature, extra_body=p.extra_body,
+                      ignore_eos=p.ignore_eos, temperature=p.temperature, extra_body=extra,
                       continuous_usage=p.continuous_usage)
 
 
@@ -167,6 +171,8 @@ class Workload:
         self.params = params
         self.description = description
         self._bodies: dict[int, bytes] = {}
+        # a trace replay: request i's send time, seconds from the run's start (None: the load flags decide)
+        self.schedule: list[float] | None = None
 
     def request(self, i: int) -> dict[str, Any]:
         return request_body(self.items[i % len(self.items)], self.params)

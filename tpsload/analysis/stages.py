@@ -1,0 +1,163 @@
+"""A staged run (--stages) stage by stage, and any run over time. Pure.
+
+Each stage is judged on its own steady window: a step of concurrency from the moment the number in
+flight first reached the stage's count (a step down waits for the extra requests to end) to the
+stage's end; a ramp, and an open-loop stage, over the whole stage. Within it: the time-weighted
+number in flight, the output tokens that arrived, and the requests that completed. Latency
+percentiles are over the requests started in the stage.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from tpsload.analysis import timeline
+from tpsload.analysis.stats import Dist, dist, request_metrics
+from tpsload.records import RequestRecord
+
+NS = 1e9
+# the over-time series: this many points at most, and at least this far apart
+TIMELINE_POINTS = 200
+TIMELINE_MIN_STEP_S = 0.1
+
+
+def _end(r: RequestRecord) -> int:
+    return r.t_done or r.t_end or r.t_last or r.t_send or 0
+
+
+def in_flight(records: Sequence[RequestRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """The number of requests in flight as a step function: (times, counts), count[i] on [t[i], t[i+1])."""
+    sent = [r for r in records if r.t_send is not None]
+    if not sent:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    times = np.concatenate([np.fromiter((r.t_send for r in sent), np.int64, len(sent)),
+                            np.fromiter((_end(r) for r in sent), np.int64, len(sent))])
+    steps = np.concatenate([np.ones(len(sent), np.int64), -np.ones(len(sent), np.int64)])
+    order = np.argsort(times, kind="stable")
+    return times[order], np.cumsum(steps[order])
+
+
+def mean_in_flight(t: np.ndarray, c: np.ndarray, a: int, b: int) -> float | None:
+    """The time-weighted number in flight over [a, b)."""
+    if b <= a:
+        return None
+    if not len(t):
+        return 0.0
+    edges = np.clip(np.concatenate([t, [b]]), a, b)
+    return float((c * np.diff(edges)).sum() / (b - a))
+
+
+def settled(t: np.ndarray, c: np.ndarray, a: int, b: int, wanted: int) -> int | None:
+    """The first moment in [a, b) at which the number in flight is `wanted` (None: never)."""
+    before = int(c[np.searchsorted(t, a, side="right") - 1]) if len(t) and t[0] <= a else 0
+    if before == wanted:
+        return a
+    idx = np.nonzero((t >= a) & (t < b) & (c == wanted))[0]
+    return int(t[idx[0]]) if len(idx) else None
+
+
+def _tokens_in(records: Sequence[RequestRecord], a: int, b: int) -> float:
+    """Output tokens whose chunks arrived in [a, b) (a reply that came whole: spread over its span)."""
+    total = 0.0
+    for r in records:
+        if not r.ok or not r.output_tokens or r.t_send is None:
+            continue
+        n = len(r.chunk_times)
+        if n == 0 or not r.stream:
+            end = _end(r)
+            if end > r.t_send:
+                total += r.output_tokens * max(0, min(b, end) - max(a, r.t_send)) / (end - r.t_send)
+            continue
+        at = np.frombuffer(r.chunk_times, dtype=np.int64)
+        mask = (at >= a) & (at < b)
+        if r.chunk_tokens is not None and len(r.chunk_tokens) == n:
+            total += float(np.frombuffer(r.chunk_tokens, dtype=np.int64)[mask].sum())
+        else:
+            total += r.output_tokens * float(mask.sum()) / n
+    return total
+
+
+def _dist_of(rows: list[dict[str, float]], key: str) -> Dist | None:
+    return dist([row[key] for row in rows if key in row])
+
+
+def stage_results(records: Sequence[RequestRecord], stages: Sequence[Any], t0_ns: int) -> list[dict[str, Any]]:
+    """One entry per stage (docs/metrics.md "Stages"); `stages` are config.Stage values and `t0_ns` the
+    instant the first stage began."""
+    measured = [r for r in records if not r.warmup]
+    t, c = in_flight(measured)
+    out = []
+    start = t0_ns
+    for k, s in enumerate(stages):
+        end = start + round(s.duration_s * NS)
+        mine = [r for r in measured if r.stage == k]
+        ok = [r for r in mine if r.ok]
+        rows = [request_metrics(r) for r in ok]
+        if s.kind == "c" and not s.ramp:
+            lo = settled(t, c, start, end, int(s.start))
+        else:
+            lo = start
+        window = (end - lo) / NS if lo is not None else 0.0
+        sends = sum(1 for r in mine if r.t_send is not None)
+        out.append({
+            "stage": k,
+            "spec": s.text,
+            "kind": "concurrency" if s.kind == "c" else "rate",
+            "asked": s.mean,
+            "asked_start": s.start,
+            "asked_end": s.end,
+            "start_s": (start - t0_ns) / NS,
+            "duration_s": s.duration_s,
+            "steady_start_s": None if lo is None else (lo - t0_ns) / NS,
+            "steady_s": window,
+            "concurrency_achieved": mean_in_flight(t, c, lo, end) if lo is not None else None,
+            "achieved_rate": sends / s.duration_s if s.duration_s else None,
+            "requests_started": len(mine),
+            "requests_ok": len(ok),
+            "requests_failed": sum(1 for r in mine if r.failed),
+            "output_throughput": _tokens_in(measured, lo, end) / window if lo is not None and window > 0 else None,
+            "request_throughput": (sum(1 for r in measured if r.ok and r.t_end is not None and lo <= r.t_end < end)
+                                   / window) if lo is not None and window > 0 else None,
+            "ttft_ms": _dist_of(rows, "ttft_ms"),
+            "tpot_ms": _dist_of(rows, "tpot_ms"),
+            "e2e_latency_ms": _dist_of(rows, "e2e_latency_ms"),
+        })
+        start = end
+    return out
+
+
+def asked_at(stages: Sequence[Any], t_s: float) -> float | None:
+    """The load the stages ask for `t_s` seconds into the run (None after the last stage)."""
+    start = 0.0
+    for s in stages:
+        if t_s < start + s.duration_s:
+            return s.start + (s.end - s.start) * (t_s - start) / s.duration_s
+        start += s.duration_s
+    return None
+
+
+def over_time(records: Sequence[RequestRecord], t0_ns: int, span_s: float,
+              stages: Sequence[Any] = ()) -> dict[str, list[Any]]:
+    """The run on an even grid from `t0_ns` over `span_s`: what was asked (with --stages), requests in
+    flight and output tokens/s (analysis.timeline), sends per second, and the median TTFT of the
+    requests sent in each interval."""
+    measured = [r for r in records if not r.warmup]
+    step = max(TIMELINE_MIN_STEP_S, span_s / TIMELINE_POINTS)
+    t_ms = [round(i * step * 1e3, 3) for i in range(int(span_s / step) + 1)]
+    series = timeline.client_series(measured, t0_ns, t_ms)
+    sent = sorted((r.t_send, r) for r in measured if r.t_send is not None)
+    at = np.asarray([s for s, _ in sent], dtype=np.int64)
+    sends: list[float | None] = [None]
+    ttft: list[float | None] = [None]
+    for i in range(1, len(t_ms)):
+        a, b = np.searchsorted(at, [t0_ns + t_ms[i - 1] * 1e6, t0_ns + t_ms[i] * 1e6], side="right")
+        sends.append(round((b - a) / step, 2))
+        firsts = [(r.t_first - r.t_send) / 1e6 for _, r in sent[a:b] if r.ok and r.t_first is not None]
+        ttft.append(round(float(np.median(firsts)), 3) if firsts else None)
+    out: dict[str, list[Any]] = {"t_ms": t_ms}
+    if stages:
+        out["asked"] = [asked_at(stages, t / 1e3) for t in t_ms]
+    out.update(in_flight=series["in_flight"], output_tps=series["output_tps"], sends_per_s=sends, ttft_p50_ms=ttft)
+    return out
