@@ -139,3 +139,12 @@ def test_records_json_is_unchanged_by_the_enums():
     line = json.loads(buf.getvalue())
     assert line["error_class"] == "timeout_stream" and line["token_source"] == "estimate" and not line["ok"]
     assert '"error_class":"timeout_stream"' in buf.getvalue()
+
+
+def test_a_written_result_is_as_readable_as_any_file_the_user_writes(tmp_path):
+    # the atomic write goes through a private temp file: the result must not stay private (0600)
+    ours, plain = tmp_path / "r.json", tmp_path / "plain.json"
+    export_json.write_text(str(ours), "{}\n")
+    plain.write_text("{}\n")
+    assert ours.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tpsload-")]

@@ -52,6 +52,10 @@ def dumps(result: Any) -> str:
     return json.dumps(plain(result), indent=2, allow_nan=False)
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: os.umask can only be read by setting it
+
+
 def write_text(path: str, text: str) -> None:
     """Write atomically (temp file + rename), so a reader never sees half a result."""
     if path == "-":
@@ -62,6 +66,8 @@ def write_text(path: str, text: str) -> None:
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tpsload-", suffix=".tmp")
     try:
+        # mkstemp's file is private (0600); a result is as readable as any file the user writes
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
