@@ -183,9 +183,13 @@ class Runner:
                 self.progress(st)
         return st
 
+    def _counted(self) -> int:
+        """How many units of load (-n counts these) have been started: requests here."""
+        return self._next
+
     async def _phase(self, limit: int | None, deadline: int | None, warmup: bool) -> None:
-        end = self._next + limit if limit is not None else None
-        n_workers = self.cfg.load.concurrency if end is None else min(self.cfg.load.concurrency, limit)
+        end = self._counted() + limit if limit is not None else None
+        n_workers = self.cfg.load.concurrency if end is None else min(self.cfg.load.concurrency, limit or 0)
         loop = asyncio.get_running_loop()
         start = perf_counter_ns()
         tasks = [loop.create_task(self._worker(end, deadline, warmup, start)) for _ in range(n_workers)]

@@ -32,19 +32,10 @@ class SessionRunner(Runner):
         super().__init__(cfg, client, workload, state, progress, share)
         self._conv = 0  # the next conversation to start (closed loop)
 
-    async def _phase(self, limit: int | None, deadline: int | None, warmup: bool) -> None:
-        end = self._conv + limit if limit is not None else None
-        n = self.cfg.load.concurrency if end is None else min(self.cfg.load.concurrency, limit or 0)
-        loop = asyncio.get_running_loop()
-        start = perf_counter_ns()
-        tasks = [loop.create_task(self._stream(end, deadline, warmup, start)) for _ in range(n)]
-        self._tasks.update(tasks)
-        try:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            self._tasks.difference_update(tasks)
+    def _counted(self) -> int:
+        return self._conv  # -n counts conversations
 
-    async def _stream(self, end: int | None, deadline: int | None, warmup: bool, free: int) -> None:
+    async def _worker(self, end: int | None, deadline: int | None, warmup: bool, free: int) -> None:
         """One closed-loop stream: conversations one after another, the next due when the last one ended."""
         st = self.state
         while not st.stopping:

@@ -69,11 +69,8 @@ def load_jsonl(path: str) -> list[RequestSpec]:
     return items
 
 
-def load_sharegpt(path: str) -> list[tuple[RequestSpec, str]]:
-    """ShareGPT: a list of {"conversations": [{"from": "human", "value"}, {"from": "gpt", "value"}]}.
-
-    Returns (first human turn as the prompt, the reply that followed it, "" if none).
-    """
+def _sharegpt_entries(path: str) -> list[tuple[str, list[Any]]]:
+    """A ShareGPT file's conversations as (where, turns), each a list; any other shape is a one-line error."""
     text = _read(path, "--dataset")
     try:
         data = json.loads(text)
@@ -87,6 +84,17 @@ def load_sharegpt(path: str) -> list[tuple[RequestSpec, str]]:
         turns = conv.get("conversations") if isinstance(conv, dict) else None
         if not isinstance(turns, list):
             raise TpsloadError(f"{where}: no 'conversations' list")
+        out.append((where, turns))
+    return out
+
+
+def load_sharegpt(path: str) -> list[tuple[RequestSpec, str]]:
+    """ShareGPT: a list of {"conversations": [{"from": "human", "value"}, {"from": "gpt", "value"}]}.
+
+    Returns (first human turn as the prompt, the reply that followed it, "" if none).
+    """
+    out = []
+    for where, turns in _sharegpt_entries(path):
         for j, t in enumerate(turns):
             if not isinstance(t, dict) or not isinstance(t.get("value"), str):
                 raise TpsloadError(f"{where}: turn {j} needs 'from' and a string 'value'")
@@ -123,18 +131,9 @@ def load_conversations(path: str, fmt: str) -> list[Conversation]:
                else Conversation((Turn(user=item.prompt or "", max_tokens=item.max_tokens),))
                for n, item in enumerate(load_jsonl(path), 1)]
     elif fmt == "sharegpt":
-        text = _read(path, "--dataset")
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise TpsloadError(f"--dataset {path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        if not isinstance(data, list):
-            raise TpsloadError(f"--dataset {path}: a ShareGPT file is a JSON list of conversations")
         out = []
-        for n, conv in enumerate(data):
-            where = f"--dataset {path}: entry {n}"
-            turns = conv.get("conversations") if isinstance(conv, dict) else None
-            if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+        for where, turns in _sharegpt_entries(path):
+            if not all(isinstance(t, dict) for t in turns):
                 raise TpsloadError(f"{where}: no 'conversations' list")
             if any(t.get("from") in ("human", "user") for t in turns):
                 out.append(from_sharegpt(turns, where))
