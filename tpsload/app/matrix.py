@@ -208,7 +208,7 @@ def _run_one(opts: MatrixOptions, entry: dict[str, Any], env: dict[str, str], lo
     url = substitute(opts.server_url, values)
     server = ServerProcess(shlex.split(text), log_path, server_root(url) + opts.health_path,
                            {k: substitute(v, values) for k, v in env.items()})
-    server.name = entry["name"]
+    server.name = "the server"
     entry.update(command=redact(text, secrets), base_url=url, port=int(values["port"]), log=str(log_path))
     code, err = 0, None
     try:
@@ -276,7 +276,10 @@ def run(opts: MatrixOptions) -> MatrixOutcome:
         "partial": False, "stop_reason": None, "base_config": base,
         "configurations": load_resume(opts, base) if opts.resume else [],
     }
-    done = {c["name"] for c in matrix["configurations"]}
+    order = {conf_name(values): i for i, values in enumerate(confs)}
+    for c in matrix["configurations"]:
+        c["index"] = order[c["name"]]
+    done = set(order) & {c["name"] for c in matrix["configurations"]}
     if done and opts.show_progress:
         notice(f"--resume: keeping {', '.join(sorted(done))}")
     log_dir = Path(opts.log_dir or (f"{opts.json_path}.logs" if opts.json_path and opts.json_path != "-"
@@ -289,8 +292,6 @@ def run(opts: MatrixOptions) -> MatrixOutcome:
         for i, values in enumerate(confs):
             name = conf_name(values)
             if name in done:
-                for c in matrix["configurations"]:
-                    c["index"] = i if c["name"] == name else c.get("index", i)
                 continue
             entry: dict[str, Any] = {"index": i, "name": name, "params": values, "env": _public_env(env),
                                      "status": "failed", "error": None, "startup_s": None, "version": None,
