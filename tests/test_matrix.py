@@ -128,6 +128,14 @@ def test_report_of_a_matrix_renders(matrix, tmp_path):
     assert "invalid argument: --no-such-flag" in text and "Verdict:" in text
     blue, orange = screenshot_colours(html, tmp_path)
     assert blue > 1_000 and orange > 1_000  # np=1's line and np=4's
+    # the PNG renderer draws the same chart description: a line per configuration, a mark per frontier
+    from tpsload.analysis import report
+    from tpsload.render import png
+
+    fig = png.render(report.matrix_charts(load_json(matrix["path"])))
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()][:2] == ["np=1", "np=4"]
+    assert {"np=1 SLO frontier", "np=4 SLO frontier"} <= {line.get_label() for line in ax.get_lines()}
     md = tmp_path / "m.md"
     tpsload("report", str(matrix["path"]), "--format", "markdown", "-o", str(md), check=0)
     assert "| np=4 | ok |" in md.read_text()
@@ -163,7 +171,7 @@ def test_ctrl_c_mid_matrix_stops_the_server_and_keeps_what_finished(tmp_path):
     assert m["partial"] and "interrupted" in m["stop_reason"]
     confs = {c["name"]: c for c in m["configurations"]}
     assert confs["np=1"]["status"] == "ok" and confs["np=1"]["result"]["summary"]["requests_ok"] == 2
-    assert confs["np=4"]["status"] == "interrupted" and confs["np=4"]["server_exit_code"] is not None
+    assert confs["np=4"]["status"] == "interrupted" and confs["np=4"]["server_exit_code"] is not None, confs["np=4"]
 
 
 def test_launcher_stops_the_whole_group_and_reports_the_servers_words(tmp_path):

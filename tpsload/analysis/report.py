@@ -133,6 +133,8 @@ class Chart:
 
 
 SATURATION_COLOR, FRONTIER_COLOR = "#d62728", "#2ca02c"
+# the colours of a chart's series, in order (matplotlib's default cycle, so SVG and PNG agree)
+SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
 def sweep_charts(sweep: dict[str, Any]) -> dict[str, list[Chart]]:
@@ -259,7 +261,7 @@ def matrix_verdicts(matrix: dict[str, Any]) -> list[tuple[str, str]]:
 
 def matrix_charts(matrix: dict[str, Any]) -> list[Chart]:
     """Throughput and TTFT p99 against load, a line per configuration, each one's SLO frontier marked
-    (its saturation point where no SLOs were given)."""
+    in its colour (its saturation point where no SLOs were given)."""
     key = matrix["key"]
     v = matrix.get("verdict") or mx.verdict(matrix)
     judged = {j["name"]: j for j in v["configurations"]}
@@ -281,13 +283,12 @@ def matrix_charts(matrix: dict[str, Any]) -> list[Chart]:
                                  lambda r: r["ttft_p99_ms"])):
         series = tuple((n, tuple(pick(r[x]) if x in r else None for x in xs)) for n, r in rows.items())
         marks = []
-        for n, r in rows.items():
+        for k, (n, r) in enumerate(rows.items()):
             j = judged.get(n) or {}
             at, what = (j.get("frontier_level"), "SLO frontier") if j.get("slos") else \
                 (j.get("saturation_level"), "saturation")
             if at is not None and at in r and pick(r[at]) is not None:
-                marks.append(Mark(f"{n} {what}", at, FRONTIER_COLOR if j.get("slos") else SATURATION_COLOR,
-                                  pick(r[at])))
+                marks.append(Mark(f"{n} {what}", at, SERIES_COLORS[k % len(SERIES_COLORS)], pick(r[at])))
         charts.append(Chart(title, ylabel, series, xs, xlabel, marks=tuple(marks), log2_x=doubling))
     return charts
 

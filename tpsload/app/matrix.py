@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,14 +177,17 @@ def _save(matrix: dict[str, Any], opts: MatrixOptions) -> None:
         export_json.write(matrix, opts.json_path)
 
 
-async def _ready(server: ServerProcess, timeout_s: float) -> float:
-    """Start-up, ended at once by Ctrl-C or SIGTERM (core.signals: nothing is in flight to let finish)."""
+async def _start(server: ServerProcess, timeout_s: float, root: str) -> tuple[float, dict[str, object]]:
+    """Start-up, then what the server says about itself: (seconds to ready, /props and /version). Ended
+    at once by Ctrl-C or SIGTERM (core.signals: nothing is in flight to let finish), heard by the event
+    loop (a signal raised inside the loop's own machinery could be swallowed there)."""
     interrupts = Interrupts(0.0)
     interrupts.install()
     try:
-        return await interruptible(interrupts, server.wait_ready(timeout_s))
+        startup = await interruptible(interrupts, server.wait_ready(timeout_s))
+        return startup, await interruptible(interrupts, about(root))
     except Interrupted:
-        raise Signalled(interrupts.signal or 2) from None
+        raise Signalled(interrupts.signal or signal.SIGINT) from None
     finally:
         interrupts.remove()
 
@@ -215,9 +219,7 @@ def _run_one(opts: MatrixOptions, entry: dict[str, Any], env: dict[str, str], lo
         if opts.show_progress:
             notice(f"{entry['name']}: starting {entry['command']}")
         server.spawn()
-        entry["startup_s"] = run_async(_ready(server, opts.startup_timeout_s))
-        raise_on_signals()
-        info = run_async(about(server_root(url)))
+        entry["startup_s"], info = run_async(_start(server, opts.startup_timeout_s, server_root(url)))
         raise_on_signals()
         entry["about"] = info
         props = info.get("props") if isinstance(info.get("props"), dict) else {}
