@@ -213,19 +213,23 @@ def test_bad_templates_are_one_line_errors():
 
 
 def test_mock_matrix_verdict_with_repetitions(tmp_path):
-    """The bundled mock as the server: decoding 4x faster (itl 2 vs 8 ms) wins, significantly, with an
-    interval from the repetitions; two configurations 1 ms of TTFT apart are "no significant difference"."""
+    """The bundled mock as the server, behind a wrapper script that takes a parameter from --server-env:
+    decoding 4x faster (itl 2 vs 8 ms) wins, significantly, with an interval from the repetitions; two
+    configurations 1 ms of TTFT apart are "no significant difference"."""
     from tpsload.analysis import compare as cmp
     from tpsload.analysis import matrix as mx
 
     out = tmp_path / "m.json"
-    p = tpsload("matrix", "--server", f"{sys.executable} -m tpsload mock --port {{port}} --ttft-ms {{ttft}} "
-                "--itl-ms {itl}", "--param", "itl=2,8", "--param", "ttft=20,21", "-c", "4", "-n", "8",
+    p = tpsload("matrix", "--server", f"sh -c 'exec {sys.executable} -m tpsload mock --port {{port}} "
+                "--ttft-ms {ttft} --itl-ms \"$ITL\"'", "--server-env", "ITL={itl}", "--server-env",
+                "HF_TOKEN=hf_secret123", "--param", "itl=2,8", "--param", "ttft=20,21", "-c", "4", "-n", "8",
                 "--max-tokens", "16", "--repeat", "2", "--min-effect", "20%", "--json", str(out), check=0)
     m = load_json(out)
     assert [c["name"] for c in m["configurations"]] == ["itl=2 ttft=20", "itl=2 ttft=21", "itl=8 ttft=20",
                                                         "itl=8 ttft=21"]
     assert all(c["status"] == "ok" and len(c["result"]["repeats"]) == 2 for c in m["configurations"])
+    assert m["configurations"][2]["env"] == {"ITL": "8", "HF_TOKEN": "***"}
+    assert "hf_secret123" not in out.read_text() + p.stdout + p.stderr
     v = m["verdict"]
     assert v["basis"] == "best_throughput" and {v["best"], v["runner_up"]} == {"itl=2 ttft=20", "itl=2 ttft=21"}
     assert not v["significant"] and v["winner"] is None and v["text"].startswith("no significant difference")

@@ -210,10 +210,11 @@ def _run_one(opts: MatrixOptions, entry: dict[str, Any], env: dict[str, str], lo
     values = {**entry["params"], "port": str(free_port())}
     text = substitute(opts.server, values)
     url = substitute(opts.server_url, values)
-    server = ServerProcess(shlex.split(text), log_path, server_root(url) + opts.health_path,
-                           {k: substitute(v, values) for k, v in env.items()})
+    env = {k: substitute(v, values) for k, v in env.items()}
+    server = ServerProcess(shlex.split(text), log_path, server_root(url) + opts.health_path, env)
     server.name = "the server"
-    entry.update(command=redact(text, secrets), base_url=url, port=int(values["port"]), log=str(log_path))
+    entry.update(command=redact(text, secrets), env=_public_env(env), base_url=url, port=int(values["port"]),
+                 log=str(log_path))
     code, err = 0, None
     try:
         if opts.show_progress:
@@ -295,7 +296,7 @@ def run(opts: MatrixOptions) -> MatrixOutcome:
             name = conf_name(values)
             if name in done:
                 continue
-            entry: dict[str, Any] = {"index": i, "name": name, "params": values, "env": _public_env(env),
+            entry: dict[str, Any] = {"index": i, "name": name, "params": values, "env": {},
                                      "status": "failed", "error": None, "startup_s": None, "version": None,
                                      "about": None, "result": None}
             matrix["configurations"].append(entry)
