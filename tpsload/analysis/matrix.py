@@ -9,7 +9,7 @@ the frontier (the most load meeting every objective), without them its best leve
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 from tpsload.analysis import compare as cmp
 from tpsload.analysis import sweep as sw
@@ -126,6 +126,16 @@ def failures(matrix: dict[str, Any]) -> list[tuple[str, str]]:
             if c["status"] != "ok"]
 
 
+def verdicts(matrix: dict[str, Any]) -> list[tuple[str, str]]:
+    """A matrix's conclusion in words, then each configuration that failed and why: (label, text)."""
+    v = matrix.get("verdict") or verdict(matrix)
+    out = [("Verdict", v["text"])] if v.get("text") else []
+    out += [(f"{name} failed" if not why.startswith("interrupted") else name, why) for name, why in failures(matrix)]
+    if matrix.get("partial"):
+        out.append(("Matrix", f"PARTIAL: {matrix.get('stop_reason')}"))
+    return out
+
+
 def table(matrix: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The matrix table (header, rows), one row per configuration."""
     key = matrix["key"]
@@ -141,8 +151,3 @@ def table(matrix: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                      fmt(j["best_level"]), fmt(j["saturation_level"]), front, fmt(j["frontier_throughput"], 0),
                      fmt(j["ttft_p99_ms"], 1), fmt(j["tpot_p50_ms"], 1)])
     return header, rows
-
-
-def winner_marks(judged: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """name -> the load at its SLO frontier (the configurations that have one)."""
-    return {j["name"]: j["frontier_level"] for j in judged if j["frontier_level"] is not None}

@@ -249,16 +249,6 @@ def comparison(named: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, An
     return out
 
 
-def matrix_verdicts(matrix: dict[str, Any]) -> list[tuple[str, str]]:
-    """A matrix's conclusion in words, then each configuration that failed and why: (label, text)."""
-    v = matrix.get("verdict") or mx.verdict(matrix)
-    out = [("Verdict", v["text"])] if v.get("text") else []
-    out += [(f"{name} failed" if not why.startswith("interrupted") else name, why) for name, why in mx.failures(matrix)]
-    if matrix.get("partial"):
-        out.append(("Matrix", f"PARTIAL: {matrix.get('stop_reason')}"))
-    return out
-
-
 def matrix_charts(matrix: dict[str, Any]) -> list[Chart]:
     """Throughput and TTFT p99 against load, a line per configuration, each one's SLO frontier marked
     in its colour (its saturation point where no SLOs were given)."""

@@ -12,8 +12,9 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from tpsload.analysis.matrix import table as matrix_table
+from tpsload.analysis.matrix import verdicts as matrix_verdicts
 from tpsload.analysis.numbers import fmt
-from tpsload.analysis.report import DISTS, level_table, matrix_verdicts, sweep_verdicts
+from tpsload.analysis.report import DISTS, level_table, sweep_verdicts
 from tpsload.core.runner import RunState
 
 

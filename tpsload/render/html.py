@@ -41,7 +41,7 @@ def dumps(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
             body += [svg.render(c) for c in report.matrix_charts(r)]
             header, rows = matrix.table(r)
             body.append(_table(header, rows, ["" if row[1] == "ok" else "worse" for row in rows]))
-            body += [f"<p><b>{escape(label)}:</b> {escape(text)}</p>" for label, text in report.matrix_verdicts(r)]
+            body += [f"<p><b>{escape(label)}:</b> {escape(text)}</p>" for label, text in matrix.verdicts(r)]
             continue
         body.append(_table((), report.describe(r)))
         if r.get("kind") == "sweep":

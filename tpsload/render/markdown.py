@@ -23,7 +23,7 @@ def dumps(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
         if r.get("kind") == "matrix":
             out.append(_table(("", ""), report.matrix_describe(r)))
             out.append(_table(*matrix.table(r)))
-            out += [f"**{label}:** {text}\n" for label, text in report.matrix_verdicts(r)]
+            out += [f"**{label}:** {text}\n" for label, text in matrix.verdicts(r)]
             continue
         out.append(_table(("", ""), report.describe(r)))
         if r.get("kind") == "sweep":
