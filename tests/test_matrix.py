@@ -242,3 +242,16 @@ def test_mock_matrix_verdict_with_repetitions(tmp_path):
     # its interval is the repetitions' (requests' samples are not needed for it)
     fast, slow = (dict(c["result"], samples=None) for c in two["configurations"])
     assert list(cmp.ratio_ci(slow, fast, cmp.BY_NAME[v2["metric"]])) == v2["ci95"]
+
+
+def test_a_server_that_dies_mid_run_fails_its_configuration(tmp_path):
+    """`timeout` kills the mock 8 s after it starts (itself too: it signals its process group), in the
+    middle of the run: the configuration is failed with how it ended, its log tail is kept, and the
+    command exits 1."""
+    out = tmp_path / "m.json"
+    p = tpsload("matrix", "--server", f"timeout -s KILL 8 {sys.executable} -m tpsload mock --port {{port}} --itl-ms 50",
+                "-c", "1", "-n", "30", "--max-tokens", "64", "--json", str(out), check=1)
+    (c,) = load_json(out)["configurations"]
+    assert c["name"] == "default" and c["status"] == "failed" and c["result"]["summary"]["requests_failed"] > 0
+    assert c["error"].startswith("the server was killed by SIGKILL during the measurement")
+    assert c["log_tail"] and "1 of 1 configurations failed: default" in p.stderr

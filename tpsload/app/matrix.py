@@ -33,7 +33,7 @@ from tpsload.core.signals import Interrupted, Interrupts, Signalled, default_sig
 from tpsload.errors import TpsloadError
 from tpsload.render import json as export_json
 from tpsload.render.console import notice
-from tpsload.servers.launch import ServerProcess, StartFailed, about, free_port, signals_held
+from tpsload.servers.launch import ServerProcess, StartFailed, about, ended, free_port, signals_held
 
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 SECRET_NAME = re.compile(r"key|token|secret|pass|auth|credential", re.I)
@@ -234,7 +234,7 @@ def _run_one(opts: MatrixOptions, entry: dict[str, Any], env: dict[str, str], lo
         if code >= 128:
             entry.update(status="interrupted", error=result.get("stop_reason") or "interrupted")
         elif not server.alive:
-            entry.update(status="failed", error=f"the server exited with code {server.proc.returncode} "  # type: ignore[union-attr]
+            entry.update(status="failed", error=f"the server {ended(server.proc.returncode)} "  # type: ignore[union-attr]
                                                 f"during the measurement: {server.error_line()}")
             code = 1
         elif err is not None:

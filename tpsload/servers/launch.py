@@ -54,6 +54,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def ended(code: int) -> str:
+    """How a process ended, for people: 'exited with code 1', 'was killed by SIGKILL'."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 class StartFailed(Exception):
     """The server exited or was not ready in time; the message says which, with its own last error line."""
 
@@ -104,7 +114,7 @@ class ServerProcess:
             while True:
                 code = self.proc.poll()
                 if code is not None:
-                    raise StartFailed(f"{self.name} exited with code {code} while starting: {self.error_line()}")
+                    raise StartFailed(f"{self.name} {ended(code)} while starting: {self.error_line()}")
                 try:
                     if (await get_json(session, self.ready_url, {}, 2.0)).status == 200:
                         return time.monotonic() - self.started
