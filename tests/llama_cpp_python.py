@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from llama_server import ServerProcess, cache_dir
@@ -80,6 +79,7 @@ class LlamaCppPython(ServerProcess):
     ended with [DONE] and its connection closed when another request arrives."""
 
     name = "llama-cpp-python"
+    ready_path = "/v1/models"  # the model loads before uvicorn listens: an answer means ready (there is no /health)
 
     def __init__(self, interrupt: bool = True, ctx: int = 4096, threads: int = 2, extra: tuple[str, ...] = ()
                  ) -> None:
@@ -91,11 +91,6 @@ class LlamaCppPython(ServerProcess):
         return [str(py), "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
                 "--port", str(self.port), "--chat_format", "gemma", "--n_ctx", str(self.ctx),
                 "--n_threads", str(self.threads), "--interrupt_requests", str(self.interrupt), *self.extra]
-
-    def ready(self) -> bool:
-        # the model loads before uvicorn listens: an answer means ready (there is no /health)
-        with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
-            return r.status == 200
 
 
 def main() -> None:

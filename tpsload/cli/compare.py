@@ -18,7 +18,8 @@ from tpsload.errors import TpsloadError
 from tpsload.render import json as export_json
 
 
-def load(path: str) -> dict[str, Any]:
+def load(path: str, matrix: bool = False) -> dict[str, Any]:
+    """A run or sweep result (or, with `matrix`, a matrix result too); one line when it is not."""
     try:
         with open(path) as fh:
             r = json.load(fh)
@@ -26,6 +27,11 @@ def load(path: str) -> dict[str, Any]:
         raise TpsloadError(f"{path}: {e.strerror or e}") from None
     except ValueError as e:
         raise TpsloadError(f"{path}: not JSON ({e})") from None
+    if isinstance(r, dict) and r.get("kind") == "matrix" and matrix:
+        return r
+    if isinstance(r, dict) and r.get("kind") == "matrix":
+        raise TpsloadError(f"{path}: a matrix result: its verdict already compares its configurations "
+                           "(`tpsload report` shows it)")
     if not isinstance(r, dict) or not ("summary" in r or r.get("kind") == "sweep"):
         raise TpsloadError(f"{path}: not a tpsload result (run or sweep JSON)")
     return r

@@ -21,7 +21,7 @@ def report_command(results: tuple[str, ...], fmt: str, output: str | None) -> No
     """Write a self-contained report of runs or sweeps; with several, each compared with the first."""
     named: list[tuple[str, dict[str, Any]]] = []
     for path in results:
-        r = load(path)
+        r = load(path, matrix=True)
         named.append((r.get("label") or path, r))
     text = export_html.dumps(named) if fmt == "html" else export_markdown.dumps(named)
     path = output or ("report.html" if fmt == "html" else "report.md")

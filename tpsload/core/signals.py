@@ -162,3 +162,32 @@ def ignore_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+
+
+class Signalled(KeyboardInterrupt):
+    """SIGINT or SIGTERM heard outside a run's event loop: it unwinds like Ctrl-C, so every `finally`
+    on the way stops what was started (a matrix's server)."""
+
+    def __init__(self, sig: int) -> None:
+        super().__init__(signal.Signals(sig).name)
+        self.signal = sig
+
+
+def _raise(sig: int, frame: object) -> None:
+    raise Signalled(sig)
+
+
+def raise_on_signals() -> None:
+    """From now on SIGINT and SIGTERM raise Signalled (SIGTERM would otherwise end the process at once,
+    past every `finally`). A run's event loop takes the signals over (Interrupts) and hands them back
+    to the defaults when it closes: call this again after each."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            signal.signal(sig, _raise)
+
+
+def default_signals() -> None:
+    """Undo raise_on_signals."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tpsload.analysis.matrix import table as matrix_table
+from tpsload.analysis.matrix import verdicts as matrix_verdicts
 from tpsload.analysis.numbers import fmt
 from tpsload.analysis.report import dists_of, level_table, stage_table, sweep_verdicts
 from tpsload.analysis.sessions import turn_table
@@ -150,3 +152,23 @@ def render_sweep(sweep: dict[str, Any], file: IO[str]) -> None:
     con.print(t)
     for label, text in sweep_verdicts(sweep):
         con.print(f"[{'yellow' if label == 'Sweep' else 'bold'}]{label}[/]: {escape(text)}")
+
+
+def render_matrix(matrix: dict[str, Any], file: IO[str]) -> None:
+    """The configurations side by side (the table the reports print), the verdict, and for each failed
+    configuration why, with the last lines of its server's log."""
+    con = console(file)
+    header, rows = matrix_table(matrix)
+    t = Table(show_edge=False, header_style="bold")
+    for col in header:
+        t.add_column(col, justify="left" if col in ("configuration", "status") else "right")
+    for row in rows:
+        t.add_row(*(escape(v) if i != 1 or v == "ok" else f"[red]{escape(v)}[/]" for i, v in enumerate(row)))
+    con.print(t)
+    for label, text in matrix_verdicts(matrix):
+        con.print(f"[{'bold' if label == 'Verdict' else 'red'}]{escape(label)}[/]: {escape(text)}")
+    for c in matrix["configurations"]:
+        if c["status"] == "failed" and c.get("log_tail"):
+            con.print(f"[dim]{escape(c['name'])}: the last lines of {escape(str(c.get('log')))}:[/]")
+            for line in c["log_tail"][-5:]:
+                con.print(f"  [dim]{escape(line)}[/]")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any, Sequence
 
-from tpsload.analysis import report
+from tpsload.analysis import matrix, report
 from tpsload.render import svg
 
 CSS = """
@@ -36,6 +36,13 @@ def dumps(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
     body += [svg.render(c) for c in report.run_charts(named)]
     for name, r in named:
         body.append(f"<h2>{escape(name)}</h2>")
+        if r.get("kind") == "matrix":
+            body.append(_table((), report.matrix_describe(r)))
+            body += [svg.render(c) for c in report.matrix_charts(r)]
+            header, rows = matrix.table(r)
+            body.append(_table(header, rows, ["" if row[1] == "ok" else "worse" for row in rows]))
+            body += [f"<p><b>{escape(label)}:</b> {escape(text)}</p>" for label, text in matrix.verdicts(r)]
+            continue
         body.append(_table((), report.describe(r)))
         if r.get("kind") == "sweep":
             body += [svg.render(c) for panels in report.sweep_charts(r).values() for c in panels]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from tpsload.analysis import report
+from tpsload.analysis import matrix, report
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -20,6 +20,11 @@ def dumps(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
     out = ["# tpsload report\n"]
     for name, r in named:
         out.append(f"## {name}\n")
+        if r.get("kind") == "matrix":
+            out.append(_table(("", ""), report.matrix_describe(r)))
+            out.append(_table(*matrix.table(r)))
+            out += [f"**{label}:** {text}\n" for label, text in matrix.verdicts(r)]
+            continue
         out.append(_table(("", ""), report.describe(r)))
         if r.get("kind") == "sweep":
             out.append(_table(*report.level_table(r)))

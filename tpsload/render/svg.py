@@ -10,9 +10,9 @@ from html import escape
 from typing import Callable, Sequence
 
 from tpsload.analysis.numbers import fmt
-from tpsload.analysis.report import Chart
+from tpsload.analysis.report import SERIES_COLORS, Chart
 
-COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+COLORS = SERIES_COLORS
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 640, 300, 64, 16, 30, 44
 PW, PH = W - PAD_L - PAD_R, H - PAD_T - PAD_B
 
