@@ -132,7 +132,9 @@ def test_rate_stages_against_the_mock(mock_server, tmp_path):
     first = min(x["t_sched_ms"] for x in records)
     for x in records:  # each record's stage is the one its planned time falls in
         t = (x["t_sched_ms"] - first) / 1e3
-        assert x["stage"] == (0 if t < 1 else 1 if t < 2 else 2)
+        # a time on a boundary is written rounded to 0.1 µs: it may be read either side of it
+        near = [b for b in (1, 2) if abs(t - b) < 1e-6]
+        assert x["stage"] == (0 if t < 1 else 1 if t < 2 else 2) or (near and x["stage"] in (near[0] - 1, near[0]))
     assert r["summary"]["offered_rate"] == pytest.approx(65 / 2.5) and r["timeline"]["asked"][0] == 20
 
 
