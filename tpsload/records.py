@@ -104,6 +104,8 @@ class RequestRecord:
     retries: int = 0
     server_timings: dict[str, Any] | None = None
     text: str | None = None  # generated text, kept only until a tokenizer has counted it
+    # a long run's chunk times past the exact budget (analysis.ledger): the gaps went to histograms
+    chunks_dropped: bool = False
 
     @property
     def ok(self) -> bool:

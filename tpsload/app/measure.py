@@ -10,13 +10,14 @@ import click
 
 from tpsload.analysis import stats, timeline
 from tpsload.app.counts import resolve_counts
-from tpsload.app.result import build_result, combine_repeats
+from tpsload.app.result import REPEAT_INDEX_STEP, build_result, combine_repeats
 from tpsload.config import RunConfig, TpsloadError
 from tpsload.core.client import make_session
 from tpsload.core.runner import RunState, run_async
 from tpsload.core.signals import Interrupted, Interrupts, interruptible
 from tpsload.render import json as export_json
 from tpsload.render.console import LiveProgress
+from tpsload.render.jsonl import RecordsFile
 from tpsload.scale import run_load
 from tpsload.servers.metrics import MetricsScraper, Scrape, measured_window, server_metrics
 from tpsload.servers.preflight import preflight
@@ -26,14 +27,20 @@ from tpsload.workload.spec import Workload
 from tpsload.workload.tokenizer import Tokenizer
 
 
-async def measure(cfg: RunConfig, show_progress: bool) -> tuple[dict[str, Any], RunState]:
+async def measure(cfg: RunConfig, show_progress: bool, records: RecordsFile | None = None
+                  ) -> tuple[dict[str, Any], RunState]:
     """Pre-flight, run the load, and turn the records into the result. Always returns what it has.
 
     Ctrl-C is heard from the first line on: during pre-flight or preparation it ends the run
     at once (nothing is in flight yet), during the load it stops it (core/signals.py).
+    `records`: the --records file, written as requests finish.
     """
     started_at = dt.datetime.now(dt.timezone.utc)
     state = RunState()
+    if records is not None:
+        if records.t0 is None:
+            records.t0 = state.t0
+        state.records.sink = records
     interrupts = Interrupts(cfg.load.grace_s, notice=lambda m: click.echo(m, err=True))
     interrupts.install()
     try:
@@ -99,7 +106,8 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
         state.stop(interrupts.reason or "interrupted")
     if tokenizer is None:
         tokenizer = Tokenizer(cfg.workload.tokenizer, notice=lambda m: click.echo(m, err=True))
-    await resolve_counts(cfg, state.records, server, model, tokenizer)
+    await resolve_counts(cfg, state.records.held, server, model, tokenizer)
+    state.records.settle()
     if workload is not None:
         observed, more = workload_checks(state.records, workload)
         workload_desc["observed"] = observed
@@ -122,7 +130,8 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
     return result, state
 
 
-def measure_repeated(cfg: RunConfig, repeat: int, show_progress: bool) -> tuple[dict[str, Any], RunState]:
+def measure_repeated(cfg: RunConfig, repeat: int, show_progress: bool, records: RecordsFile | None = None
+                     ) -> tuple[dict[str, Any], RunState]:
     """`repeat` independent runs (stopping at the first that stopped early), combined into one result."""
     started_at = dt.datetime.now(dt.timezone.utc)
     reps = []
@@ -131,7 +140,9 @@ def measure_repeated(cfg: RunConfig, repeat: int, show_progress: bool) -> tuple[
         rep_cfg = cfg.replace(seed=seeds.derive(cfg.workload.seed, repetition=k)) if k else cfg
         if repeat > 1 and show_progress:
             click.echo(f"repetition {k + 1} of {repeat}", err=True)
-        reps.append(run_async(measure(rep_cfg, show_progress=show_progress)))
+        if records is not None:  # as combine_repeats numbers them
+            records.index_offset = k * REPEAT_INDEX_STEP
+        reps.append(run_async(measure(rep_cfg, show_progress=show_progress, records=records)))
         if reps[-1][1].stop_reason:
             break
     return reps[0] if len(reps) == 1 else combine_repeats(cfg, reps, started_at)

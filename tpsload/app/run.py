@@ -9,6 +9,7 @@ from tpsload.app.measure import measure_repeated
 from tpsload.app.target import MockSettings, serving
 from tpsload.config import RunConfig
 from tpsload.core.runner import RunState
+from tpsload.render.jsonl import RecordsFile
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class RunOptions:
     fail_on_slo: bool = False
     show_progress: bool = True
     mock: MockSettings = field(default_factory=MockSettings)
+    records: RecordsFile | None = None  # --records, written as requests finish
 
 
 @dataclass
@@ -54,6 +56,7 @@ def exit_code(result: dict[str, Any], state: RunState, fail_on_slo: bool) -> tup
 def run(cfg: RunConfig, opts: RunOptions) -> RunOutcome:
     """Measure (starting and stopping the mock for --mock); always returns what was measured."""
     with serving(cfg, opts.mock) as url:
-        result, state = measure_repeated(cfg.replace(base_url=url), opts.repeat, show_progress=opts.show_progress)
+        result, state = measure_repeated(cfg.replace(base_url=url), opts.repeat, show_progress=opts.show_progress,
+                                         records=opts.records)
     code, message = exit_code(result, state, opts.fail_on_slo)
     return RunOutcome(result, state, code, message)

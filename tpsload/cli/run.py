@@ -22,12 +22,13 @@ from tpsload.render.console import render
 def run_command(ctx: click.Context, **o: Any) -> None:
     """Measure a server under load: TTFT, ITL, TPOT, latency and tokens/s."""
     cfg = from_flags(o, options.given(ctx))
+    records = export_jsonl.RecordsFile(o["records_path"]) if o["records_path"] else None
     out = app_run.run(cfg, app_run.RunOptions(repeat=o["repeat"], fail_on_slo=o["fail_on_slo"],
-                                              show_progress=not o["quiet"], mock=mock_settings(o)))
+                                              show_progress=not o["quiet"], mock=mock_settings(o), records=records))
+    if records is not None:  # written as the requests finished
+        records.close()
     if o["json_path"]:
         export_json.write(out.result, o["json_path"])
-    if o["records_path"]:
-        export_jsonl.write(out.state.records, out.state.t0, o["records_path"])
     if not o["quiet"]:
         render(out.result, sys.stderr if o["json_path"] == "-" else sys.stdout)
     report_internal_error(out.state.internal_error)

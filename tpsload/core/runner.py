@@ -1,7 +1,8 @@
 """Plan -> concurrent requests -> records. Closed loop, warm-up, stop conditions.
 
-Records are appended as requests start, so whatever ends the run (the plan, the
-duration, Ctrl-C, an exception) leaves every started request accounted for. Signals
+A request's record goes to the run's ledger (analysis.ledger: compact, the memory of a long run)
+when the request ends, however it ends (done, failed, cancelled, an exception), so whatever ends
+the run (the plan, the duration, Ctrl-C) leaves every started request accounted for. Signals
 reach the runner through its stop() and cancel_all() (core/signals.py).
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from time import perf_counter_ns
 from typing import Any, Callable, Coroutine, TypeVar
 
+from tpsload.analysis.ledger import Ledger
 from tpsload.config import RunConfig
 from tpsload.core.client import Client
 from tpsload.core.health import CpuMeter, LoopLagSampler
@@ -68,7 +70,7 @@ class Share:
 class RunState:
     """What the run has done so far; shared with the progress display and the final report."""
 
-    records: list[RequestRecord] = field(default_factory=list)
+    records: Ledger = field(default_factory=Ledger)
     t0: int = field(default_factory=perf_counter_ns)
     measure_t0: int | None = None
     done: int = 0
@@ -212,16 +214,17 @@ class Runner:
     async def _request(self, rec: RequestRecord) -> None:
         """Send one request and account for it, whatever happens."""
         st = self.state
-        st.records.append(rec)
         try:
             await self.client.send(rec, self.workload.body(rec.index))
+            rec.t_done = perf_counter_ns()
         except asyncio.CancelledError:
             if rec.error_class is None:
                 rec.error_class = ErrorClass.CANCELLED
                 rec.error = st.stop_reason or "cancelled"
             rec.t_done = perf_counter_ns()
             raise
-        rec.t_done = perf_counter_ns()
+        finally:
+            st.records.append(rec)
         st.done += 1
         if rec.failed:
             st.failed += 1
