@@ -1,6 +1,6 @@
 """Finished requests, kept compact: what a long run holds in memory instead of its records. Pure.
 
-A finished request is folded into one packed row of numbers (~190 bytes: its stamps, counts,
+A finished request is folded into one packed row of numbers (~180 bytes: its stamps, counts,
 classes) and its chunks' arrival times into one shared array, and the request's record object
 is let go: a run's memory grows by a row per request, not by its chunks, its dicts and its text.
 What the summary reads back is a fresh `RequestRecord` per row (`__iter__`, in index order), the
@@ -30,6 +30,7 @@ from tpsload.records import ConnectionUse, ErrorClass, RequestRecord, TokenSourc
 # output chunks whose arrival times are kept exactly (8 bytes each); past this, gaps go to histograms
 EXACT_CHUNKS = 1_000_000
 NONE = -(2**63)  # an int64 field's None
+BLOCK_ROWS = 1024
 _TIMES = ("t_sched", "t_send", "t_connected", "t_written", "t_headers", "t_first", "t_last", "t_end", "t_done")
 _COUNTS = ("output_tokens", "prompt_tokens", "cached_tokens")
 _SOURCES = (TokenSource.USAGE, TokenSource.TIMINGS, TokenSource.CHUNKS)  # the counts every record may have
@@ -97,11 +98,26 @@ class GapHistogram:
         self.min = min(self.min, float(v.min()))
         self.max = max(self.max, float(v.max()))
 
+    def merge(self, other: "GapHistogram") -> None:
+        if not other.n:
+            return
+        for k, n in other.counts.items():
+            self.counts[k] = self.counts.get(k, 0) + n
+        tot = self.n + other.n
+        delta = other.mean - self.mean
+        self.m2 += other.m2 + delta * delta * self.n * other.n / tot
+        self.mean += delta * other.n / tot
+        self.n = tot
+        self.min, self.max = min(self.min, other.min), max(self.max, other.max)
+
     def _value(self, key: int) -> float:
         if key == -(2**40):
             return 0.0
         e, sub = divmod(key, self.SUB)
         return float(np.ldexp(0.5 + (sub + 0.5) / (2 * self.SUB), e))
+
+    def __len__(self) -> int:
+        return self.n
 
     def percentiles(self, qs: tuple[float, ...]) -> list[float]:
         keys = sorted(self.counts)
@@ -122,9 +138,11 @@ class Ledger:
     """The run's finished requests (see the module's docstring). `sink`, when set, gets every record
     whole as it is folded (the --records file); a worker's ledger forwards them instead (`forward`)."""
 
-    def __init__(self, exact_chunks: int = EXACT_CHUNKS) -> None:
-        self.exact_chunks = exact_chunks
-        self._rows = bytearray()
+    def __init__(self, exact_chunks: int | None = None) -> None:
+        self.exact_chunks = EXACT_CHUNKS if exact_chunks is None else exact_chunks
+        # rows in fixed blocks, filled in place: growing one buffer would copy it, and hold two, each time
+        self._blocks: list[bytearray] = []
+        self._n = 0
         self._times = array("q")
         self._tokens = array("q")
         self._errors: dict[int, str] = {}
@@ -189,7 +207,8 @@ class Ledger:
                 tokens_at, tokens_n = len(self._tokens), len(r.chunk_tokens)
                 self._tokens.extend(r.chunk_tokens)
         elif n:
-            self._fold_gaps(r.chunk_times, r.chunk_tokens)
+            if r.ok and not r.warmup:  # the summary's ITL and ICL are over successful measured requests
+                self._fold_gaps(r.chunk_times, r.chunk_tokens)
             flags |= DROPPED
         elif r.chunks_dropped:
             flags |= DROPPED
@@ -202,8 +221,13 @@ class Ledger:
         counts = r.token_counts
         pt = (r.server_timings or {}).get("predicted_per_second")
         pt = float(pt) if isinstance(pt, (int, float)) and pt else float("nan")
-        row = len(self._rows) // _ROW.size
-        self._rows += _ROW.pack(
+        row = self._n
+        block, at = divmod(row, BLOCK_ROWS)
+        if block == len(self._blocks):
+            self._blocks.append(bytearray(BLOCK_ROWS * _ROW.size))
+        self._n += 1
+        _ROW.pack_into(
+            self._blocks[block], at * _ROW.size,
             r.index, *(_i(getattr(r, t)) for t in _TIMES), r.cap_wait_ns, *(_i(getattr(r, c)) for c in _COUNTS),
             *(_i(counts.get(s)) for s in _SOURCES), pt, chunk_at, tokens_at,
             n, tokens_n, r.content_chunks, r.reasoning_chunks, r.retries, -1 if r.status is None else r.status,
@@ -234,24 +258,43 @@ class Ledger:
         """Past the exact budget: every kept chunk time into the histograms, and the arrays let go."""
         self.icl, self.itl = GapHistogram(), GapHistogram()
         view = self.rows().copy()
-        for at, n, ta, tn in zip(view["chunk_at"].tolist(), view["chunk_n"].tolist(), view["tokens_at"].tolist(),
-                                 view["tokens_n"].tolist(), strict=True):
-            if at >= 0:
+        ok = (view["error_class"] < 0) & (view["t_end"] != NONE) & ((view["flags"] & WARMUP) == 0)
+        for at, n, ta, tn, good in zip(view["chunk_at"].tolist(), view["chunk_n"].tolist(),
+                                       view["tokens_at"].tolist(), view["tokens_n"].tolist(), ok.tolist(), strict=True):
+            if at >= 0 and good:
                 self._fold_gaps(self._times[at:at + n], self._tokens[ta:ta + tn] if ta >= 0 else None)
         had = view["chunk_at"] >= 0
         view["flags"][had] |= DROPPED
         view["chunk_at"][had] = -1
         view["tokens_at"][:] = -1
-        self._rows = bytearray(view.tobytes())
+        data = view.tobytes()
+        step = BLOCK_ROWS * _ROW.size
+        for k, block in enumerate(self._blocks):
+            chunk = data[k * step:(k + 1) * step]
+            block[:len(chunk)] = chunk
         self._times, self._tokens = array("q"), array("q")
+
+    def merge_gaps(self, gaps: tuple[GapHistogram, GapHistogram]) -> None:
+        """Another run's folded gaps (--repeat pools repetitions): this ledger's go to histograms too."""
+        if self.icl is None:
+            self._drop_chunks()
+        assert self.icl is not None and self.itl is not None
+        self.icl.merge(gaps[0])
+        self.itl.merge(gaps[1])
+
+    def gaps(self) -> tuple[GapHistogram, GapHistogram] | None:
+        """(ICL, ITL) of the successful measured requests once chunk times were dropped; None while exact."""
+        return None if self.icl is None or self.itl is None else (self.icl, self.itl)
 
     # -- out -----------------------------------------------------------------------------------
     def rows(self) -> np.ndarray:
         """The folded requests as a structured array (a copy), in the order they finished."""
-        return np.frombuffer(bytes(self._rows), dtype=DTYPE)
+        if not self._n:
+            return np.empty(0, dtype=DTYPE)
+        return np.concatenate([np.frombuffer(b, dtype=DTYPE) for b in self._blocks])[:self._n]
 
     def __len__(self) -> int:
-        return len(self._rows) // _ROW.size + len(self.held)
+        return self._n + len(self.held)
 
     def __bool__(self) -> bool:
         return len(self) > 0
@@ -261,8 +304,8 @@ class Ledger:
 
     def _records(self) -> Iterator[RequestRecord]:
         """Every request, folded or held, in index order (the order they were started in)."""
-        n = len(self._rows) // _ROW.size
-        idx = np.frombuffer(self._rows, dtype=DTYPE)["index"] if n else np.empty(0, np.int64)
+        idx = np.concatenate([np.frombuffer(b, dtype=DTYPE)["index"] for b in self._blocks])[:self._n] \
+            if self._n else np.empty(0, np.int64)
         held = sorted(self.held, key=lambda r: r.index)
         order = np.argsort(idx, kind="stable").tolist()
         h = 0
@@ -275,7 +318,8 @@ class Ledger:
         yield from held[h:]
 
     def _record(self, row: int) -> RequestRecord:
-        v = _ROW.unpack_from(self._rows, row * _ROW.size)
+        block, at = divmod(row, BLOCK_ROWS)
+        v = _ROW.unpack_from(self._blocks[block], at * _ROW.size)
         f = _F
         counts: dict[str, int] = {s: v[f[f"count_{s}"]] for s in _SOURCES if v[f[f"count_{s}"]] != NONE}
         counts.update(self._extra_counts.get(row, {}))

@@ -13,6 +13,7 @@ from typing import Any, Sequence, TypedDict
 import numpy as np
 
 from tpsload.analysis.failures import DEFAULT_MAX_FAILED_SHARE, likely_causes, too_many_failed
+from tpsload.analysis.ledger import GapHistogram
 from tpsload.records import INLINE, OPTIONAL, ConnectionUse, ErrorClass, RequestRecord, TokenSource
 
 _Q = (50, 90, 95, 99, 99.9)
@@ -36,7 +37,14 @@ class Dist(TypedDict):
 
 
 def dist(values: Any) -> Dist | None:
-    """n, mean, std, min, p50..p99.9, max with linear interpolation; None when empty, never 0."""
+    """n, mean, std, min, p50..p99.9, max with linear interpolation; None when empty, never 0. A long
+    run's gaps come as a histogram (analysis.ledger): its percentiles are within 0.1 %."""
+    if isinstance(values, GapHistogram):
+        if not values.n:
+            return None
+        p50, p90, p95, p99, p99_9 = values.percentiles(_Q)
+        return Dist(n=values.n, mean=values.mean, std=float(np.sqrt(values.m2 / values.n)), min=values.min,
+                    p50=p50, p90=p90, p95=p95, p99=p99, p99_9=p99_9, max=values.max)
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
         return None
@@ -107,16 +115,20 @@ class PerRequest:
     """Per-request metrics over successful measured requests: a row each, plus pooled gaps."""
 
     rows: list[dict[str, float]]
-    icl_ms: np.ndarray
-    itl_ms: np.ndarray
+    icl_ms: np.ndarray | GapHistogram
+    itl_ms: np.ndarray | GapHistogram
 
     def column(self, name: str) -> np.ndarray:
         """One metric over the requests where it is defined."""
         return np.fromiter((row[name] for row in self.rows if name in row), np.float64)
 
 
-def per_request(ok: Sequence[RequestRecord]) -> PerRequest:
+def per_request(ok: Sequence[RequestRecord], gaps_hist: tuple[GapHistogram, GapHistogram] | None = None
+                ) -> PerRequest:
+    """`gaps_hist`: (ICL, ITL) of a long run whose chunk times were folded (analysis.ledger)."""
     rows = [request_metrics(r) for r in ok]
+    if gaps_hist is not None:
+        return PerRequest(rows, *gaps_hist)
     icl_parts, itl_parts = [], []
     for r in ok:
         icl, itl = gaps(r)
@@ -192,6 +204,13 @@ def load_shape(measured: Sequence[RequestRecord], target: int | None) -> tuple[f
     for r in sent:
         n = len(r.chunk_times)
         if not r.ok or not r.output_tokens:
+            continue
+        if r.chunks_dropped and r.t_first is not None and r.t_last is not None:
+            # a long run's chunk times are gone (analysis.ledger): its tokens spread evenly over its chunks' span
+            if r.t_last > r.t_first:
+                tokens += r.output_tokens * overlap(r.t_first, r.t_last) / (r.t_last - r.t_first)
+            elif inside(np.asarray([r.t_first], dtype=np.int64))[0]:
+                tokens += r.output_tokens
             continue
         if n == 0 or not r.stream:  # the reply came whole: its tokens spread over the request's span
             end = _end(r)

@@ -200,7 +200,7 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
     """The typed result of a finished or stopped run."""
     records = state.records
     measured = [r for r in records if not r.warmup]
-    pr = stats.per_request([r for r in measured if r.ok])
+    pr = stats.per_request([r for r in measured if r.ok], state.records.gaps())
     summary = stats.summarize(records, cfg.load.concurrency, open_loop=bool(cfg.load.rate), pr=pr)
     verdict_slo = slo.evaluate(cfg.report.slos, pr, summary)
     summary = replace(summary, goodput=verdict_slo.goodput, goodput_tokens=verdict_slo.goodput_tokens,
@@ -268,6 +268,10 @@ def combine_repeats(cfg: RunConfig, reps: list[tuple[dict[str, Any], RunState]],
         pooled.workers.extend(st.workers)
         if st.stop_reason and not pooled.stop_reason:
             pooled.stop_reason, pooled.signal = st.stop_reason, st.signal
+    for _, st in reps:
+        gaps = st.records.gaps()
+        if gaps is not None:  # a long repetition's gaps were folded: so are the pool's
+            pooled.records.merge_gaps(gaps)
     pooled.t0 = min(st.t0 for _, st in reps)
     tried = [st.preconnected for _, st in reps if st.preconnected is not None]
     pooled.preconnected = sum(tried) if tried else None
