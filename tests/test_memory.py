@@ -15,7 +15,7 @@ from tpsload.analysis.ledger import Ledger
 from tpsload.config import RunConfig
 from tpsload.core.runner import RunState
 from tpsload.core.signals import Relay
-from tpsload.mock import MockProcess
+from tpsload.mock import MockProcess, lean, server
 from tpsload.records import ConnectionUse, ErrorClass, RequestRecord, TokenSource
 from tpsload.scale import run_load
 from tpsload.workload.prepare import params
@@ -156,3 +156,12 @@ def test_worker_runs_hand_records_on_as_they_go(monkeypatch):
             peaks[n] = _traced_load(cfg)[1]
     per_request = (peaks[1600] - peaks[400]) / 1200
     assert per_request < 1200, f"{per_request:.0f} bytes of parent peak per request ({peaks})"
+
+
+def test_the_mock_servers_keep_only_their_latest_requests_in_the_log(monkeypatch):
+    monkeypatch.setattr(lean, "LOG_LIMIT", 3)
+    monkeypatch.setattr(server, "LOG_LIMIT", 3)
+    for log in (lean.LeanServer(1, 1, 4).log, server.MockServer(server.MockConfig()).log):
+        for i in range(5):
+            log.append([i])
+        assert list(log) == [[2], [3], [4]]

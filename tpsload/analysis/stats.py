@@ -1,7 +1,7 @@
 """Records -> the summary numbers of METRICS.md. Pure (numpy, no I/O, no clock).
 
 Every per-request metric is computed here and nowhere else: TTFT is `t_first - t_send`
-in `per_request()`.
+in `metric_columns()` (every request at once: a column per metric, not a dict per request).
 """
 
 from __future__ import annotations
@@ -57,45 +57,6 @@ REQUEST_METRICS = ("ttft_ms", "e2e_latency_ms", "tpot_ms", "decode_tps", "e2e_tp
                    "ttft_sched_ms", "e2e_latency_sched_ms", "connect_ms", "send_ms", "ttfb_ms")
 
 
-def phase_metrics(r: RequestRecord, m: dict[str, float]) -> None:
-    """The request's phases (METRICS.md), where its stamps exist: `connect` (new connections only),
-    `send` (meant to go -> last byte written: everything before the server could see it), `ttfb`."""
-    if r.connection is ConnectionUse.NEW and r.t_connected is not None and r.t_send is not None:
-        m["connect_ms"] = (r.t_connected - r.t_send) / MS
-    if r.t_written is not None:
-        if r.t_sched is not None:
-            m["send_ms"] = (r.t_written - r.t_sched) / MS
-        if r.t_headers is not None:
-            m["ttfb_ms"] = (r.t_headers - r.t_written) / MS
-
-
-def request_metrics(r: RequestRecord) -> dict[str, float]:
-    """The per-request metrics of METRICS.md for one successful request; absent when undefined."""
-    send = r.t_send
-    out = r.output_tokens or 0
-    m: dict[str, float] = {"output_tokens": out}
-    phase_metrics(r, m)
-    if r.t_last is not None and r.t_last > send:
-        lat = r.t_last - send
-        m["e2e_latency_ms"] = lat / MS
-        m["e2e_tps"] = out * NS / lat
-        if r.t_sched is not None:
-            m["e2e_latency_sched_ms"] = (r.t_last - r.t_sched) / MS
-    if r.t_first is None:
-        return m
-    ttft = r.t_first - send  # TTFT: first output-bearing chunk minus send
-    m["ttft_ms"] = ttft / MS
-    if r.t_sched is not None:
-        m["ttft_sched_ms"] = (r.t_first - r.t_sched) / MS
-    if r.prompt_tokens and ttft > 0:
-        m["prefill_tps"] = r.prompt_tokens * NS / ttft
-    span = r.t_last - r.t_first if r.t_last is not None else 0
-    if out > 1 and span > 0:
-        m["tpot_ms"] = span / (out - 1) / MS
-        m["decode_tps"] = (out - 1) * NS / span
-    return m
-
-
 def gaps(r: RequestRecord) -> tuple[np.ndarray, np.ndarray]:
     """(icl, itl) in ms: gaps between output chunks, and the same spread over the tokens each carried."""
     if len(r.chunk_times) < 2:
@@ -112,29 +73,79 @@ def gaps(r: RequestRecord) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True, slots=True)
 class PerRequest:
-    """Per-request metrics over successful measured requests: a row each, plus pooled gaps."""
+    """Per-request metrics over successful measured requests: a column each (NaN where a request has
+    none; one float a request, not a dict), plus pooled gaps."""
 
-    rows: list[dict[str, float]]
+    cols: dict[str, np.ndarray]
     icl_ms: np.ndarray | GapHistogram
     itl_ms: np.ndarray | GapHistogram
 
     def column(self, name: str) -> np.ndarray:
         """One metric over the requests where it is defined."""
-        return np.fromiter((row[name] for row in self.rows if name in row), np.float64)
+        c = self.cols.get(name)
+        return np.empty(0) if c is None else c[~np.isnan(c)]
+
+    def __len__(self) -> int:
+        return len(self.cols["output_tokens"])
+
+
+_NONE = -(2**63)
+
+
+def _stamps(ok: Sequence[RequestRecord], name: str) -> np.ndarray:
+    return np.fromiter((_NONE if (v := getattr(r, name)) is None else v for r in ok), np.int64, len(ok))
+
+
+def metric_columns(ok: Sequence[RequestRecord]) -> dict[str, np.ndarray]:
+    """The per-request metrics of METRICS.md for successful requests, a column each (NaN where a request
+    has none). Phases: `connect` (new connections only), `send` (meant to go -> last byte written:
+    everything before the server could see it), `ttfb`. TTFT: first output-bearing chunk minus send."""
+    n = len(ok)
+    t = {f: _stamps(ok, f) for f in ("t_send", "t_sched", "t_connected", "t_written", "t_headers", "t_first",
+                                     "t_last", "output_tokens", "prompt_tokens")}
+    has = {f: v != _NONE for f, v in t.items()}
+    send, out = t["t_send"], np.where(has["output_tokens"], t["output_tokens"], 0)
+    new = np.fromiter((r.connection is ConnectionUse.NEW for r in ok), bool, n)
+    cols: dict[str, np.ndarray] = {"output_tokens": out.astype(np.float64)}
+
+    def put(name: str, mask: np.ndarray, value: np.ndarray) -> None:
+        cols[name] = np.where(mask, value, np.nan)
+
+    with np.errstate(all="ignore"):  # undefined rows compute garbage, then NaN
+        put("connect_ms", new & has["t_connected"] & has["t_send"], (t["t_connected"] - send) / MS)
+        wrote = has["t_written"]
+        put("send_ms", wrote & has["t_sched"], (t["t_written"] - t["t_sched"]) / MS)
+        put("ttfb_ms", wrote & has["t_headers"], (t["t_headers"] - t["t_written"]) / MS)
+        lat = t["t_last"] - send
+        e2e = has["t_last"] & (t["t_last"] > send)
+        put("e2e_latency_ms", e2e, lat / MS)
+        put("e2e_tps", e2e, out * NS / lat)
+        put("e2e_latency_sched_ms", e2e & has["t_sched"], (t["t_last"] - t["t_sched"]) / MS)
+        first = has["t_first"]
+        ttft = t["t_first"] - send
+        put("ttft_ms", first, ttft / MS)
+        put("ttft_sched_ms", first & has["t_sched"], (t["t_first"] - t["t_sched"]) / MS)
+        prompt = t["prompt_tokens"]
+        put("prefill_tps", first & has["prompt_tokens"] & (prompt != 0) & (ttft > 0), prompt * NS / ttft)
+        span = np.where(has["t_last"], t["t_last"] - t["t_first"], 0)
+        decode = first & (out > 1) & (span > 0)
+        put("tpot_ms", decode, span / (out - 1) / MS)
+        put("decode_tps", decode, (out - 1) * NS / span)
+    return cols
 
 
 def per_request(ok: Sequence[RequestRecord], gaps_hist: tuple[GapHistogram, GapHistogram] | None = None
                 ) -> PerRequest:
     """`gaps_hist`: (ICL, ITL) of a long run whose chunk times were folded (analysis.ledger)."""
-    rows = [request_metrics(r) for r in ok]
+    cols = metric_columns(ok)
     if gaps_hist is not None:
-        return PerRequest(rows, *gaps_hist)
+        return PerRequest(cols, *gaps_hist)
     icl_parts, itl_parts = [], []
     for r in ok:
         icl, itl = gaps(r)
         icl_parts.append(icl)
         itl_parts.append(itl)
-    return PerRequest(rows, np.concatenate(icl_parts) if ok else np.empty(0),
+    return PerRequest(cols, np.concatenate(icl_parts) if ok else np.empty(0),
                       np.concatenate(itl_parts) if ok else np.empty(0))
 
 

@@ -106,7 +106,9 @@ SAMPLE_COLUMNS = tuple(f.name for f in fields(Samples) if f.name != "duration_s"
 
 
 def samples(pr: stats.PerRequest, summary: Summary) -> Samples:
-    cols = {c: [None if c not in row else round(row[c], 4) for row in pr.rows] for c in SAMPLE_COLUMNS}
+    # NaN: the request has no such value (null in the JSON)
+    cols = {c: [None if v != v else round(v, 4) for v in pr.cols[c].tolist()] for c in SAMPLE_COLUMNS}
+    cols["output_tokens"] = [int(v) for v in pr.cols["output_tokens"].tolist()]  # a count, as it was
     return Samples(**cols, duration_s=summary.duration_s)
 
 
