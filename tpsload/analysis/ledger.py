@@ -155,6 +155,10 @@ class Ledger:
         self.sink: Callable[[RequestRecord], None] | None = None
         self.forward: Callable[[RequestRecord], None] | None = None
         self._view: list[RequestRecord] | None = None
+        # records read back share what is the same in many: one token_counts dict per distinct set of
+        # counts and one empty chunk array (the summary reads them and changes neither)
+        self._shared_counts: dict[tuple[Any, ...], dict[str, int]] = {}
+        self._no_chunks = array("q")
 
     def view(self) -> list[RequestRecord]:
         """Every request as a record, in index order: built once after the run and shared by the summary's
@@ -166,6 +170,7 @@ class Ledger:
     def release(self) -> None:
         """Let the records built for the summary go (the rows stay)."""
         self._view = None
+        self._shared_counts = {}
 
     # -- in ------------------------------------------------------------------------------------
     def append(self, rec: RequestRecord) -> None:
@@ -321,8 +326,15 @@ class Ledger:
         block, at = divmod(row, BLOCK_ROWS)
         v = _ROW.unpack_from(self._blocks[block], at * _ROW.size)
         f = _F
-        counts: dict[str, int] = {s: v[f[f"count_{s}"]] for s in _SOURCES if v[f[f"count_{s}"]] != NONE}
-        counts.update(self._extra_counts.get(row, {}))
+        key = tuple(v[f[f"count_{s}"]] for s in _SOURCES)
+        extra = self._extra_counts.get(row)
+        counts = self._shared_counts.get(key) if extra is None else None
+        if counts is None:
+            counts = {s: n for s, n in zip(_SOURCES, key, strict=True) if n != NONE}
+            if extra is None:
+                self._shared_counts[key] = counts
+            else:
+                counts.update(extra)
         at, n, ta, tn = v[f["chunk_at"]], v[f["chunk_n"]], v[f["tokens_at"]], v[f["tokens_n"]]
         flags = v[f["flags"]]
         pt = v[f["predicted_tps"]]
@@ -331,7 +343,7 @@ class Ledger:
             index=v[0], warmup=bool(flags & WARMUP), stream=bool(flags & STREAM),
             **{t: _o(v[f[t]]) for t in _TIMES}, cap_wait_ns=v[f["cap_wait_ns"]],
             connection=None if conn < 0 else _CONN[conn],
-            chunk_times=self._times[at:at + n] if at >= 0 else array("q"),
+            chunk_times=self._times[at:at + n] if at >= 0 else self._no_chunks,
             chunk_tokens=self._tokens[ta:ta + tn] if ta >= 0 else None,
             **{c: _o(v[f[c]]) for c in _COUNTS}, token_source=None if src < 0 else _SRC[src], token_counts=counts,
             content_chunks=v[f["content_chunks"]], reasoning_chunks=v[f["reasoning_chunks"]],

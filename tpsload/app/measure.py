@@ -127,6 +127,7 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
         for w in sm["warnings"]:
             click.echo(f"warning: {w}", err=True)
     result = build_result(cfg, state, workload_desc, server, started_at, warnings, model, sm)
+    state.records.release()  # the records read back for the summary: the rows stay
     return result, state
 
 
