@@ -2,13 +2,17 @@
 records on as they go. `make soak` checks the same at c=256 for 10 minutes; these check the slope small."""
 
 import asyncio
+import json
 import random
+import subprocess
+import sys
 import tracemalloc
 from array import array
 
 import numpy as np
 import pytest
 
+from conftest import wait_until
 from tpsload.analysis import ledger as ledger_module
 from tpsload.analysis import stats
 from tpsload.analysis.ledger import Ledger
@@ -165,3 +169,35 @@ def test_the_mock_servers_keep_only_their_latest_requests_in_the_log(monkeypatch
         for i in range(5):
             log.append([i])
         assert list(log) == [[2], [3], [4]]
+
+
+def test_a_records_file_that_fails_stops_but_the_run_keeps_every_request():
+    class Full:
+        def __call__(self, rec):
+            raise OSError(28, "No space left on device")
+
+    led = Ledger()
+    led.sink = Full()
+    recs = _records(20, random.Random(4))
+    for r in recs:
+        led.append(r)
+    assert len(led) == 20 and led.sink is None and "No space left" in led.sink_error
+
+
+def test_records_are_on_disk_while_the_run_goes_and_survive_a_kill(tmp_path):
+    # lines are written as requests finish: a run killed mid-way (OOM, kill -9) leaves them behind
+    rec = tmp_path / "r.jsonl"
+    with MockProcess(module="tpsload.mock.lean", ttft_ms=1, itl_ms=5, tokens=16) as m:
+        p = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "--model", "lean",
+                              "-c", "8", "--duration", "120s", "--max-tokens", "16", "-q", "--no-server-metrics",
+                              "--records", str(rec)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: rec.exists() and rec.read_text().count("\n") >= 128, "128 lines on disk", timeout=60)
+            assert p.poll() is None  # still running
+        finally:
+            p.kill()
+            p.wait(timeout=10)
+    lines = rec.read_text().split("\n")
+    done = [json.loads(ln) for ln in lines[:-1]]  # the last may have been cut by the kill
+    assert len(done) >= 128 and all(r["ok"] and r["output_tokens"] == 16 for r in done)
+    assert len({r["index"] for r in done}) == len(done)

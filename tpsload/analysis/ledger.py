@@ -153,6 +153,7 @@ class Ledger:
         self.icl: GapHistogram | None = None  # set once chunk times pass exact_chunks
         self.itl: GapHistogram | None = None
         self.sink: Callable[[RequestRecord], None] | None = None
+        self.sink_error: str | None = None  # why the sink stopped taking records
         self.forward: Callable[[RequestRecord], None] | None = None
         self._view: list[RequestRecord] | None = None
         # records read back share what is the same in many: one token_counts dict per distinct set of
@@ -197,7 +198,10 @@ class Ledger:
 
     def _fold(self, r: RequestRecord) -> None:
         if self.sink is not None:
-            self.sink(r)
+            try:
+                self.sink(r)
+            except OSError as e:  # a full disk: the run and its summary go on without the file
+                self.sink, self.sink_error = None, f"{e.__class__.__name__}: {e}"
         n = len(r.chunk_times)
         flags = (WARMUP * r.warmup) | (STREAM * r.stream) | (SAW_DONE * r.saw_done)
         chunk_at = tokens_at = -1

@@ -108,6 +108,10 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
         tokenizer = Tokenizer(cfg.workload.tokenizer, notice=lambda m: click.echo(m, err=True))
     await resolve_counts(cfg, state.records.held, server, model, tokenizer)
     state.records.settle()
+    if state.records.sink_error:
+        warnings.append(f"--records stopped being written ({state.records.sink_error}); the file lacks "
+                        "the requests that finished after that")
+        click.echo(f"warning: {warnings[-1]}", err=True)
     if workload is not None:
         observed, more = workload_checks(state.records, workload)
         workload_desc["observed"] = observed

@@ -235,7 +235,8 @@ async def run_processes(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: 
             except EOFError:
                 await loop.run_in_executor(None, p.join, 5)
                 received.append(None)
-                missing = f"worker pid {p.pid} died (exit code {p.exitcode}); its requests are missing"
+                missing = (f"worker pid {p.pid} died (exit code {p.exitcode}); its requests in flight and those it "
+                           "finished in its last moments are missing")
                 state.stop_reason = f"{state.stop_reason}; {missing}" if state.stop_reason else missing
     finally:
         relay.detach()
