@@ -102,7 +102,8 @@ class _Worker:
 
     async def take(self) -> list[Any]:
         """The records finished since the last call (the coordinator polls while the run goes)."""
-        out, self.records = self.records, []
+        out = list(self.records)
+        self.records.clear()  # in place: the run hands its batches to this list's extend
         return out
 
     async def stop(self, reason: str) -> None:
