@@ -16,11 +16,14 @@ from conftest import wait_until
 from tpsload.analysis import ledger as ledger_module
 from tpsload.analysis import stats
 from tpsload.analysis.ledger import Ledger
+from tpsload.app.measure import measure
 from tpsload.config import RunConfig
 from tpsload.core.runner import RunState
 from tpsload.core.signals import Relay
+from tpsload.core.spill import SpillFile
 from tpsload.mock import MockProcess, lean, server
 from tpsload.records import ConnectionUse, ErrorClass, RequestRecord, TokenSource
+from tpsload.render.jsonl import RecordsFile
 from tpsload.scale import run_load
 from tpsload.workload.prepare import params
 from tpsload.workload.spec import RequestSpec, Workload
@@ -201,3 +204,28 @@ def test_records_are_on_disk_while_the_run_goes_and_survive_a_kill(tmp_path):
     done = [json.loads(ln) for ln in lines[:-1]]  # the last may have been cut by the kill
     assert len(done) >= 128 and all(r["ok"] and r["output_tokens"] == 16 for r in done)
     assert len({r["index"] for r in done}) == len(done)
+
+
+def test_records_waiting_for_a_count_are_parked_on_disk_then_all_counted(monkeypatch, tmp_path):
+    # a server that sends no token counts: each record keeps its text until the counts are resolved after
+    # the run; past HOLD_BATCH they wait in the spill file, not in memory
+    monkeypatch.setattr(ledger_module, "HOLD_BATCH", 8)
+    parked = []
+    write = SpillFile.__call__
+
+    def spy(self, batch):
+        parked.append(len(batch))
+        write(self, batch)
+
+    monkeypatch.setattr(SpillFile, "__call__", spy)
+    path = tmp_path / "r.jsonl"
+    with MockProcess(ttft_ms=5, itl_ms=1, no_usage=True) as m:
+        cfg = RunConfig.of(base_url=m.base_url, concurrency=4, requests=40, max_tokens=10, single=False)
+        records = RecordsFile(str(path))
+        result, _ = asyncio.run(measure(cfg, show_progress=False, records=records))
+        records.close()
+    s = result["summary"]
+    assert sum(parked) >= 32 and all(n == 8 for n in parked)
+    assert s["requests_ok"] == 40 and s["output_tokens_total"] == 400 and sum(s["token_sources"].values()) == 40
+    lines = [json.loads(ln) for ln in path.read_text().splitlines()]
+    assert sorted(r["index"] for r in lines) == list(range(40)) and all(r["output_tokens"] == 10 for r in lines)

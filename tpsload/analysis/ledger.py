@@ -15,6 +15,8 @@ evenly between its first and last chunk.
 
 A record whose output tokens are still to be counted (the server sent no count) is held whole,
 text and all, until the count is in (`held`, then `settle()`): the text is what the count needs.
+Past HOLD_BATCH of them they go to the spill (a temporary file, core.spill) in batches, and come
+back a batch at a time (`unsettled()`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from tpsload.records import ConnectionUse, ErrorClass, RequestRecord, TokenSourc
 EXACT_CHUNKS = 1_000_000
 NONE = -(2**63)  # an int64 field's None
 BLOCK_ROWS = 1024
+# held records (text kept for a count) stay in memory up to this many, then go to the spill in a batch
+HOLD_BATCH = 256
 _TIMES = ("t_sched", "t_send", "t_connected", "t_written", "t_headers", "t_first", "t_last", "t_end", "t_done")
 _COUNTS = ("output_tokens", "prompt_tokens", "cached_tokens")
 _SOURCES = (TokenSource.USAGE, TokenSource.TIMINGS, TokenSource.CHUNKS)  # the counts every record may have
@@ -154,6 +158,10 @@ class Ledger:
         self.itl: GapHistogram | None = None
         self.sink: Callable[[RequestRecord], None] | None = None
         self.sink_error: str | None = None  # why the sink stopped taking records
+        # where held records are parked past HOLD_BATCH (core.spill: a temporary file), and read back
+        self.spill: Callable[[list[RequestRecord]], None] | None = None
+        self.spill_read: Callable[[], Iterator[list[RequestRecord]]] | None = None
+        self._spilled = 0
         self.forward: Callable[[RequestRecord], None] | None = None
         self._view: list[RequestRecord] | None = None
         # records read back share what is the same in many: one token_counts dict per distinct set of
@@ -173,6 +181,14 @@ class Ledger:
         self._view = None
         self._shared_counts = {}
 
+    @classmethod
+    def spilling(cls, spill: Any) -> "Ledger":
+        """A ledger that parks held records in `spill` (core.spill.SpillFile: a call to write a batch,
+        read() to get them back)."""
+        led = cls()
+        led.spill, led.spill_read = spill, spill.read
+        return led
+
     # -- in ------------------------------------------------------------------------------------
     def append(self, rec: RequestRecord) -> None:
         """A finished (or cancelled) request."""
@@ -181,6 +197,10 @@ class Ledger:
             self.forward(rec)
         elif rec.output_tokens is None and rec.text is not None:
             self.held.append(rec)
+            if self.spill is not None and len(self.held) >= HOLD_BATCH:
+                self._spilled += len(self.held)
+                self.spill(self.held)
+                self.held = []
         else:
             self._fold(rec)
 
@@ -188,11 +208,22 @@ class Ledger:
         for r in recs:
             self.append(r)
 
-    def settle(self) -> None:
-        """Fold the held records, their counts now in (or not to be had)."""
+    def unsettled(self) -> Iterator[list[RequestRecord]]:
+        """The held records, a batch at a time (those parked in the spill first), each to be counted and
+        then given to settle(); a batch is let go once settled."""
+        if self.spill_read is not None and self._spilled:
+            self._spilled = 0
+            yield from self.spill_read()
+        if self.held:
+            held, self.held = self.held, []
+            yield held
+
+    def settle(self, batch: list[RequestRecord] | None = None) -> None:
+        """Fold held records (`batch`, or every one still in memory), their counts now in (or not to be had)."""
         self._view = None
-        held, self.held = self.held, []
-        for r in held:
+        if batch is None:
+            batch, self.held = self.held, []
+        for r in batch:
             r.text = None
             self._fold(r)
 
@@ -303,7 +334,7 @@ class Ledger:
         return np.concatenate([np.frombuffer(b, dtype=DTYPE) for b in self._blocks])[:self._n]
 
     def __len__(self) -> int:
-        return self._n + len(self.held)
+        return self._n + len(self.held) + self._spilled
 
     def __bool__(self) -> bool:
         return len(self) > 0

@@ -106,8 +106,7 @@ async def _measure(cfg: RunConfig, show_progress: bool, started_at: dt.datetime,
         state.stop(interrupts.reason or "interrupted")
     if tokenizer is None:
         tokenizer = Tokenizer(cfg.workload.tokenizer, notice=lambda m: click.echo(m, err=True))
-    await resolve_counts(cfg, state.records.held, server, model, tokenizer)
-    state.records.settle()
+    await resolve_counts(cfg, state.records.unsettled(), state.records.settle, server, model, tokenizer)
     if state.records.sink_error:
         warnings.append(f"--records stopped being written ({state.records.sink_error}); the file lacks "
                         "the requests that finished after that")

@@ -20,6 +20,7 @@ from tpsload.config import RunConfig
 from tpsload.core.client import Client
 from tpsload.core.health import CpuMeter, LoopLagSampler
 from tpsload.core.scheduler import open_plan
+from tpsload.core.spill import SpillFile
 from tpsload.records import ErrorClass, RequestRecord
 from tpsload.workload.spec import Workload
 
@@ -70,7 +71,7 @@ class Share:
 class RunState:
     """What the run has done so far; shared with the progress display and the final report."""
 
-    records: Ledger = field(default_factory=Ledger)
+    records: Ledger = field(default_factory=lambda: Ledger.spilling(SpillFile()))
     t0: int = field(default_factory=perf_counter_ns)
     measure_t0: int | None = None
     done: int = 0
