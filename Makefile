@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install install-test llama-server llama-cpp-python test test-fast test-aiohttp-oldest lint demo bench clean
+.PHONY: install install-test llama-server llama-cpp-python test test-fast test-aiohttp-oldest lint demo bench soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,3 +59,10 @@ clean:
 # The client's own cost and accuracy against a server with exact send times (not a test: medians of runs).
 bench: install-test
 	$(PY) tests/bench.py --repeat 3 --json bench-results.json
+
+# Memory over a long run (not a test): -c 256 for 10 minutes against the lean server, tpsload's RSS and
+# CPU per minute, the growth from minute 1 to 10 and the peak; fails past 10 % growth or 150 MB.
+# SOAK_MINUTES=3 for a shorter one.
+SOAK_MINUTES ?= 10
+soak: install
+	$(PY) tests/soak.py --minutes $(SOAK_MINUTES)

@@ -125,6 +125,8 @@ class RequestRecord:
     slot: int | None = None
     reply: str | None = None  # --turns: the answer's text, until the conversation's next turn is built
     stage: int | None = None  # --stages: the stage it was started in (from 0)
+    # a long run's chunk times past the exact budget (analysis.ledger): the gaps went to histograms
+    chunks_dropped: bool = False
 
     @property
     def ok(self) -> bool:

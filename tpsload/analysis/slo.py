@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tpsload.analysis.ledger import GapHistogram
 from tpsload.analysis.stats import PerRequest, Summary
 from tpsload.errors import TpsloadError
 
@@ -83,7 +84,13 @@ def parse(text: str) -> SLO:
     return SLO(text.strip(), metric, stat, op, value)
 
 
-def _stat(values: np.ndarray, stat: str) -> float | None:
+def _stat(values: np.ndarray | GapHistogram, stat: str) -> float | None:
+    if isinstance(values, GapHistogram):  # a long run's gaps (analysis.ledger)
+        if not values.n:
+            return None
+        if stat in ("mean", "min", "max"):
+            return float(getattr(values, stat))
+        return values.percentiles((float(stat[1:].replace("_", ".")),))[0]
     if values.size == 0:
         return None
     if stat == "mean":
@@ -133,12 +140,17 @@ def evaluate(slos: Sequence[SLO], pr: PerRequest, summary: Summary) -> Verdict:
         verdicts.append(Objective(slo=s.text, metric=s.key, stat=s.stat, op=s.op, threshold=s.threshold,
                                   value=value, met=value is not None and s.ok(value)))
     # goodput: a request counts when it meets every per-request objective (a missing metric is a miss)
-    good = [row for row in pr.rows if all(s.key in row and s.ok(row[s.key]) for s in per_request)]
+    good = np.ones(len(pr), bool)
+    for s in per_request:
+        col = pr.cols.get(s.key)
+        good &= np.zeros(len(pr), bool) if col is None else (~np.isnan(col) & s.ok(col))
+    n_good = int(good.sum())
+    tokens = int(pr.cols["output_tokens"][good].sum())
     duration = summary.duration_s or 0
     return Verdict(
         objectives=verdicts,
         all_met=all(v.met for v in verdicts),
-        good_requests=len(good),
-        goodput=len(good) / duration if duration else None,
-        goodput_tokens=sum(row["output_tokens"] for row in good) / duration if duration else None,
+        good_requests=n_good,
+        goodput=n_good / duration if duration else None,
+        goodput_tokens=tokens / duration if duration else None,
     )

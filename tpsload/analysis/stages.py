@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tpsload.analysis import timeline
-from tpsload.analysis.stats import Dist, dist, request_metrics
+from tpsload.analysis.stats import dist, per_request
 from tpsload.records import RequestRecord
 
 NS = 1e9
@@ -79,10 +79,6 @@ def _tokens_in(records: Sequence[RequestRecord], a: int, b: int) -> float:
     return total
 
 
-def _dist_of(rows: list[dict[str, float]], key: str) -> Dist | None:
-    return dist([row[key] for row in rows if key in row])
-
-
 def stage_results(records: Sequence[RequestRecord], stages: Sequence[Any], t0_ns: int) -> list[dict[str, Any]]:
     """One entry per stage (docs/metrics.md "Stages"); `stages` are config.Stage values and `t0_ns` the
     instant the first stage began."""
@@ -94,7 +90,7 @@ def stage_results(records: Sequence[RequestRecord], stages: Sequence[Any], t0_ns
         end = start + round(s.duration_s * NS)
         mine = [r for r in measured if r.stage == k]
         ok = [r for r in mine if r.ok]
-        rows = [request_metrics(r) for r in ok]
+        pr = per_request(ok)
         if s.kind == "c" and not s.ramp:
             lo = settled(t, c, start, end, int(s.start))
         else:
@@ -120,9 +116,9 @@ def stage_results(records: Sequence[RequestRecord], stages: Sequence[Any], t0_ns
             "output_throughput": _tokens_in(measured, lo, end) / window if lo is not None and window > 0 else None,
             "request_throughput": (sum(1 for r in measured if r.ok and r.t_end is not None and lo <= r.t_end < end)
                                    / window) if lo is not None and window > 0 else None,
-            "ttft_ms": _dist_of(rows, "ttft_ms"),
-            "tpot_ms": _dist_of(rows, "tpot_ms"),
-            "e2e_latency_ms": _dist_of(rows, "e2e_latency_ms"),
+            "ttft_ms": dist(pr.column("ttft_ms")),
+            "tpot_ms": dist(pr.column("tpot_ms")),
+            "e2e_latency_ms": dist(pr.column("e2e_latency_ms")),
         })
         start = end
     return out

@@ -1,7 +1,7 @@
 """Records -> the summary numbers of METRICS.md. Pure (numpy, no I/O, no clock).
 
 Every per-request metric is computed here and nowhere else: TTFT is `t_first - t_send`
-in `per_request()`.
+in `metric_columns()` (every request at once: a column per metric, not a dict per request).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any, Sequence, TypedDict
 import numpy as np
 
 from tpsload.analysis.failures import DEFAULT_MAX_FAILED_SHARE, likely_causes, too_many_failed
+from tpsload.analysis.ledger import GapHistogram
 from tpsload.records import INLINE, OPTIONAL, ConnectionUse, ErrorClass, RequestRecord, TokenSource
 
 _Q = (50, 90, 95, 99, 99.9)
@@ -36,7 +37,14 @@ class Dist(TypedDict):
 
 
 def dist(values: Any) -> Dist | None:
-    """n, mean, std, min, p50..p99.9, max with linear interpolation; None when empty, never 0."""
+    """n, mean, std, min, p50..p99.9, max with linear interpolation; None when empty, never 0. A long
+    run's gaps come as a histogram (analysis.ledger): its percentiles are within 0.1 %."""
+    if isinstance(values, GapHistogram):
+        if not values.n:
+            return None
+        p50, p90, p95, p99, p99_9 = values.percentiles(_Q)
+        return Dist(n=values.n, mean=values.mean, std=float(np.sqrt(values.m2 / values.n)), min=values.min,
+                    p50=p50, p90=p90, p95=p95, p99=p99, p99_9=p99_9, max=values.max)
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
         return None
@@ -48,68 +56,6 @@ def dist(values: Any) -> Dist | None:
 REQUEST_METRICS = ("ttft_ms", "e2e_latency_ms", "tpot_ms", "decode_tps", "e2e_tps", "prefill_tps",
                    "ttft_sched_ms", "e2e_latency_sched_ms", "connect_ms", "send_ms", "ttfb_ms",
                    "ttfa_ms", "reasoning_tokens", "answer_tokens", "reasoning_decode_tps", "answer_decode_tps")
-
-
-def phase_metrics(r: RequestRecord, m: dict[str, float]) -> None:
-    """The request's phases (METRICS.md), where its stamps exist: `connect` (new connections only),
-    `send` (meant to go -> last byte written: everything before the server could see it), `ttfb`."""
-    if r.connection is ConnectionUse.NEW and r.t_connected is not None and r.t_send is not None:
-        m["connect_ms"] = (r.t_connected - r.t_send) / MS
-    if r.t_written is not None:
-        if r.t_sched is not None:
-            m["send_ms"] = (r.t_written - r.t_sched) / MS
-        if r.t_headers is not None:
-            m["ttfb_ms"] = (r.t_headers - r.t_written) / MS
-
-
-def reasoning_metrics(r: RequestRecord, m: dict[str, float]) -> None:
-    """Thinking models (METRICS.md): the time to the first answer token and the two parts of the output,
-    each with its decode speed. The reasoning part runs from the first output to the first answer (its
-    tokens were decoded in that span); the answer part from the first answer to the last chunk. Without
-    reasoning, `ttfa` is `ttft` and the answer part is the whole output."""
-    if r.reasoning_tokens is not None:
-        m["reasoning_tokens"] = r.reasoning_tokens
-    answer = r.answer_tokens
-    if answer is not None:
-        m["answer_tokens"] = answer
-    if r.t_answer is None or r.t_send is None:
-        if r.reasoning_tokens and r.reasoning_tokens > 1 and r.t_first is not None and r.t_last is not None \
-                and r.t_last > r.t_first:  # all reasoning, no answer (cut off by max_tokens)
-            m["reasoning_decode_tps"] = (r.reasoning_tokens - 1) * NS / (r.t_last - r.t_first)
-        return
-    m["ttfa_ms"] = (r.t_answer - r.t_send) / MS
-    if r.reasoning_tokens and r.t_first is not None and r.t_answer > r.t_first:
-        m["reasoning_decode_tps"] = r.reasoning_tokens * NS / (r.t_answer - r.t_first)
-    if answer is not None and answer > 1 and r.t_last is not None and r.t_last > r.t_answer:
-        m["answer_decode_tps"] = (answer - 1) * NS / (r.t_last - r.t_answer)
-
-
-def request_metrics(r: RequestRecord) -> dict[str, float]:
-    """The per-request metrics of METRICS.md for one successful request; absent when undefined."""
-    send = r.t_send
-    out = r.output_tokens or 0
-    m: dict[str, float] = {"output_tokens": out}
-    phase_metrics(r, m)
-    reasoning_metrics(r, m)
-    if r.t_last is not None and r.t_last > send:
-        lat = r.t_last - send
-        m["e2e_latency_ms"] = lat / MS
-        m["e2e_tps"] = out * NS / lat
-        if r.t_sched is not None:
-            m["e2e_latency_sched_ms"] = (r.t_last - r.t_sched) / MS
-    if r.t_first is None:
-        return m
-    ttft = r.t_first - send  # TTFT: first output-bearing chunk minus send
-    m["ttft_ms"] = ttft / MS
-    if r.t_sched is not None:
-        m["ttft_sched_ms"] = (r.t_first - r.t_sched) / MS
-    if r.prompt_tokens and ttft > 0:
-        m["prefill_tps"] = r.prompt_tokens * NS / ttft
-    span = r.t_last - r.t_first if r.t_last is not None else 0
-    if out > 1 and span > 0:
-        m["tpot_ms"] = span / (out - 1) / MS
-        m["decode_tps"] = (out - 1) * NS / span
-    return m
 
 
 def gaps(r: RequestRecord) -> tuple[np.ndarray, np.ndarray]:
@@ -128,25 +74,92 @@ def gaps(r: RequestRecord) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True, slots=True)
 class PerRequest:
-    """Per-request metrics over successful measured requests: a row each, plus pooled gaps."""
+    """Per-request metrics over successful measured requests: a column each (NaN where a request has
+    none; one float a request, not a dict), plus pooled gaps."""
 
-    rows: list[dict[str, float]]
-    icl_ms: np.ndarray
-    itl_ms: np.ndarray
+    cols: dict[str, np.ndarray]
+    icl_ms: np.ndarray | GapHistogram
+    itl_ms: np.ndarray | GapHistogram
 
     def column(self, name: str) -> np.ndarray:
         """One metric over the requests where it is defined."""
-        return np.fromiter((row[name] for row in self.rows if name in row), np.float64)
+        c = self.cols.get(name)
+        return np.empty(0) if c is None else c[~np.isnan(c)]
+
+    def __len__(self) -> int:
+        return len(self.cols["output_tokens"])
 
 
-def per_request(ok: Sequence[RequestRecord]) -> PerRequest:
-    rows = [request_metrics(r) for r in ok]
+_NONE = -(2**63)
+
+
+def _stamps(ok: Sequence[RequestRecord], name: str) -> np.ndarray:
+    return np.fromiter((_NONE if (v := getattr(r, name)) is None else v for r in ok), np.int64, len(ok))
+
+
+def metric_columns(ok: Sequence[RequestRecord]) -> dict[str, np.ndarray]:
+    """The per-request metrics of METRICS.md for successful requests, a column each (NaN where a request
+    has none). Phases: `connect` (new connections only), `send` (meant to go -> last byte written:
+    everything before the server could see it), `ttfb`. TTFT: first output-bearing chunk minus send."""
+    n = len(ok)
+    t = {f: _stamps(ok, f) for f in ("t_send", "t_sched", "t_connected", "t_written", "t_headers", "t_first",
+                                     "t_last", "output_tokens", "prompt_tokens", "t_answer", "reasoning_tokens")}
+    has = {f: v != _NONE for f, v in t.items()}
+    send, out = t["t_send"], np.where(has["output_tokens"], t["output_tokens"], 0)
+    new = np.fromiter((r.connection is ConnectionUse.NEW for r in ok), bool, n)
+    cols: dict[str, np.ndarray] = {"output_tokens": out.astype(np.float64)}
+
+    def put(name: str, mask: np.ndarray, value: np.ndarray) -> None:
+        cols[name] = np.where(mask, value, np.nan)
+
+    with np.errstate(all="ignore"):  # undefined rows compute garbage, then NaN
+        put("connect_ms", new & has["t_connected"] & has["t_send"], (t["t_connected"] - send) / MS)
+        wrote = has["t_written"]
+        put("send_ms", wrote & has["t_sched"], (t["t_written"] - t["t_sched"]) / MS)
+        put("ttfb_ms", wrote & has["t_headers"], (t["t_headers"] - t["t_written"]) / MS)
+        lat = t["t_last"] - send
+        e2e = has["t_last"] & (t["t_last"] > send)
+        put("e2e_latency_ms", e2e, lat / MS)
+        put("e2e_tps", e2e, out * NS / lat)
+        put("e2e_latency_sched_ms", e2e & has["t_sched"], (t["t_last"] - t["t_sched"]) / MS)
+        first = has["t_first"]
+        ttft = t["t_first"] - send
+        put("ttft_ms", first, ttft / MS)
+        put("ttft_sched_ms", first & has["t_sched"], (t["t_first"] - t["t_sched"]) / MS)
+        prompt = t["prompt_tokens"]
+        put("prefill_tps", first & has["prompt_tokens"] & (prompt != 0) & (ttft > 0), prompt * NS / ttft)
+        span = np.where(has["t_last"], t["t_last"] - t["t_first"], 0)
+        decode = first & (out > 1) & (span > 0)
+        put("tpot_ms", decode, span / (out - 1) / MS)
+        put("decode_tps", decode, (out - 1) * NS / span)
+        # thinking models (METRICS.md): the reasoning part runs from the first output to the first answer, the
+        # answer part from there to the last chunk; without reasoning, ttfa is ttft and the answer is the output
+        rt, has_rt = t["reasoning_tokens"], has["reasoning_tokens"]
+        answer = np.maximum(0, out - rt)
+        put("reasoning_tokens", has_rt, rt)
+        put("answer_tokens", has_rt & has["output_tokens"], answer)
+        ans, has_ans = t["t_answer"], has["t_answer"] & has["t_send"]
+        put("ttfa_ms", has_ans, (ans - send) / MS)
+        cut = ~has_ans & has_rt & (rt > 1) & first & has["t_last"] & (t["t_last"] > t["t_first"])  # no answer came
+        put("reasoning_decode_tps", np.where(cut, True, has_ans & has_rt & (rt > 0) & first & (ans > t["t_first"])),
+            np.where(cut, (rt - 1) * NS / (t["t_last"] - t["t_first"]), rt * NS / (ans - t["t_first"])))
+        put("answer_decode_tps", has_ans & has_rt & has["output_tokens"] & (answer > 1) & has["t_last"]
+            & (t["t_last"] > ans), (answer - 1) * NS / (t["t_last"] - ans))
+    return cols
+
+
+def per_request(ok: Sequence[RequestRecord], gaps_hist: tuple[GapHistogram, GapHistogram] | None = None
+                ) -> PerRequest:
+    """`gaps_hist`: (ICL, ITL) of a long run whose chunk times were folded (analysis.ledger)."""
+    cols = metric_columns(ok)
+    if gaps_hist is not None:
+        return PerRequest(cols, *gaps_hist)
     icl_parts, itl_parts = [], []
     for r in ok:
         icl, itl = gaps(r)
         icl_parts.append(icl)
         itl_parts.append(itl)
-    return PerRequest(rows, np.concatenate(icl_parts) if ok else np.empty(0),
+    return PerRequest(cols, np.concatenate(icl_parts) if ok else np.empty(0),
                       np.concatenate(itl_parts) if ok else np.empty(0))
 
 
@@ -216,6 +229,13 @@ def load_shape(measured: Sequence[RequestRecord], target: int | None) -> tuple[f
     for r in sent:
         n = len(r.chunk_times)
         if not r.ok or not r.output_tokens:
+            continue
+        if r.chunks_dropped and r.t_first is not None and r.t_last is not None:
+            # a long run's chunk times are gone (analysis.ledger): its tokens spread evenly over its chunks' span
+            if r.t_last > r.t_first:
+                tokens += r.output_tokens * overlap(r.t_first, r.t_last) / (r.t_last - r.t_first)
+            elif inside(np.asarray([r.t_first], dtype=np.int64))[0]:
+                tokens += r.output_tokens
             continue
         if n == 0 or not r.stream:  # the reply came whole: its tokens spread over the request's span
             end = _end(r)

@@ -33,16 +33,32 @@ def client_series(records: Sequence[RequestRecord], t0_ns: int, t_ms: Sequence[f
         else:
             weights.append(np.full(n, r.output_tokens / n))
     at = np.concatenate(arrivals) if arrivals else np.empty(0)
+    spread = _spread(sent, times)
     w = np.concatenate(weights) if weights else np.empty(0)
     order = np.argsort(at, kind="stable")
     cum = np.concatenate([[0.0], np.cumsum(w[order])])
     at = at[order]
-    received = cum[np.searchsorted(at, times, side="right")]
+    received = cum[np.searchsorted(at, times, side="right")] + spread
     tps: list[float | None] = [None]
     for i in range(1, len(times)):
         dt = (times[i] - times[i - 1]) / 1e9
         tps.append(round(float(received[i] - received[i - 1]) / dt, 2) if dt > 0 else None)
     return {"in_flight": in_flight, "output_tps": tps}
+
+
+def _spread(sent: Sequence[RequestRecord], times: np.ndarray) -> np.ndarray:
+    """Tokens received by each time from requests whose chunk times a long run let go (analysis.ledger):
+    spread evenly between their first and last chunk."""
+    out = np.zeros(len(times))
+    rows = [(r.t_first, r.t_last, r.output_tokens) for r in sent
+            if r.chunks_dropped and r.ok and r.output_tokens and r.t_first is not None and r.t_last is not None]
+    if not rows:
+        return out
+    a = np.asarray(rows, dtype=np.float64)
+    first, span, tokens = a[:, 0], np.maximum(a[:, 1] - a[:, 0], 1.0), a[:, 2]
+    for i, t in enumerate(times):
+        out[i] = float((tokens * np.clip((t - first) / span, 0.0, 1.0)).sum())
+    return out
 
 
 def rate(t_ms: Sequence[float], counter: Sequence[float | None]) -> list[float | None]:

@@ -6,8 +6,9 @@ have finished: `partial` true, `stop_reason` CHECKPOINT_REASON, and a `checkpoin
 was taken and how many requests were still in flight. It is written atomically (temp file + rename in
 the same directory, render.json.write), so a reader never sees half of one; the final result replaces it.
 
-The records are picked on the event loop (finished ones are not changed again during the run); the
-result is built and written on a thread, so the loop is held only for the pick. That thread still
+The finished requests are copied on the event loop (the run's ledger, analysis.ledger: packed rows, a
+memory copy); the result is built from the copy and written on a thread, so the loop is held only for
+the copy. That thread still
 takes the GIL from the loop in slices (sys.getswitchinterval, 5 ms), which the loop-lag sampler sees:
 the cost is measured and stated in docs/metrics.md.
 """
@@ -34,7 +35,7 @@ DEFAULT_INTERVAL_S = 30.0
 
 def snapshot(state: RunState) -> tuple[RunState, int]:
     """The run so far as a stopped run's state (its finished requests), and how many are in flight."""
-    records = [r for r in state.records if r.t_done is not None]
+    records = state.records.copy()  # finished requests only: one in flight is in no ledger yet
     lags = LoopLagSampler()
     lags.lags_ms = list(state.lags.lags_ms)
     cpu_s, wall_s = state.cpu.read()
@@ -42,7 +43,7 @@ def snapshot(state: RunState) -> tuple[RunState, int]:
                     failed=state.failed, stopping=True, stop_reason=CHECKPOINT_REASON, lags=lags, cpu_s=cpu_s,
                     wall_s=wall_s, preconnected=state.preconnected, workers=list(state.workers),
                     nodes=list(state.nodes), backend=state.backend)
-    return snap, len(state.records) - len(records)
+    return snap, max(0, state.started - len(records))
 
 
 class Checkpoints:

@@ -8,7 +8,8 @@ output chunk (servers.detect) needs neither: its chunk count is exact.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+import contextlib
+from typing import Any, Callable, Iterable
 
 from tpsload.config import RunConfig
 from tpsload.core.client import make_session
@@ -19,17 +20,29 @@ from tpsload.workload.lengths import server_counter
 from tpsload.workload.tokenizer import Tokenizer
 
 
-async def resolve_counts(cfg: RunConfig, records: Sequence[RequestRecord], server: dict[str, Any], model: str,
+async def resolve_counts(cfg: RunConfig, batches: Iterable[list[RequestRecord]],
+                         settle: Callable[[list[RequestRecord]], None], server: dict[str, Any], model: str,
                          tokenizer: Tokenizer) -> None:
-    """Fill `output_tokens` and `token_source` of every record that has none yet."""
-    if pending(records):
-        try:
-            async with make_session(8, min(cfg.limits.timeout_s, 30.0), cfg.target.insecure) as session:
-                counter = await server_counter(cfg, session, model)
-                if counter is not None:
-                    await count_on_server(records, counter.count)
-        except Exception:  # the server went away: the client-side counts below stand in
-            pass
+    """Fill `output_tokens` and `token_source` of every record that has none yet, a batch at a time
+    (the run's ledger parks them on disk past a few hundred); each batch goes to `settle` once counted."""
     chunks_exact = server.get("kind") in ONE_TOKEN_PER_CHUNK
-    # may load a tokenizer: off the loop
-    await asyncio.to_thread(resolve_pending, records, tokenizer, chunks_exact)
+    async with contextlib.AsyncExitStack() as stack:
+        counter: Any = None
+        asked = False
+        for batch in batches:
+            if pending(batch) and not asked:
+                asked = True  # the server's tokenizer is looked for once
+                try:
+                    session = await stack.enter_async_context(
+                        make_session(8, min(cfg.limits.timeout_s, 30.0), cfg.target.insecure))
+                    counter = await server_counter(cfg, session, model)
+                except Exception:  # the server went away: the client-side counts below stand in
+                    counter = None
+            if counter is not None and pending(batch):
+                try:
+                    await count_on_server(batch, counter.count)
+                except Exception:
+                    counter = None
+            # may load a tokenizer: off the loop
+            await asyncio.to_thread(resolve_pending, batch, tokenizer, chunks_exact)
+            settle(batch)

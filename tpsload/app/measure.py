@@ -12,13 +12,14 @@ import click
 from tpsload.analysis import stats, timeline
 from tpsload.app.checkpoint import Checkpoints
 from tpsload.app.counts import resolve_counts
-from tpsload.app.result import build_result, combine_repeats
+from tpsload.app.result import REPEAT_INDEX_STEP, build_result, combine_repeats
 from tpsload.config import RunConfig, TpsloadError
 from tpsload.core.client import make_session
 from tpsload.core.live import LiveStats
 from tpsload.core.runner import RunState, run_async
 from tpsload.core.signals import Interrupted, Interrupts, interruptible
 from tpsload.render import json as export_json
+from tpsload.render.jsonl import RecordsFile
 from tpsload.render.live import DEFAULT_STATUS_INTERVAL_S, live_view
 from tpsload.scale import run_load
 from tpsload.servers.metrics import MetricsScraper, Scrape, measured_window, server_metrics
@@ -40,16 +41,22 @@ class Watch:
     status_interval_s: float = DEFAULT_STATUS_INTERVAL_S  # off a terminal, a status line this often (0: none)
 
 
-async def measure(cfg: RunConfig, show_progress: bool, watch: Watch = Watch()) -> tuple[dict[str, Any], RunState]:
+async def measure(cfg: RunConfig, show_progress: bool, watch: Watch = Watch(), records: RecordsFile | None = None
+                  ) -> tuple[dict[str, Any], RunState]:
     """Pre-flight, run the load, and turn the records into the result. Always returns what it has.
 
     Ctrl-C is heard from the first line on: during pre-flight or preparation it ends the run
     at once (nothing is in flight yet), during the load it stops it (core/signals.py).
+    `records`: the --records file, written as requests finish.
     """
     started_at = dt.datetime.now(dt.timezone.utc)
     state = RunState(live=watch.live or (LiveStats() if show_progress else None))
     if state.live is not None:
         state.live.lags = state.lags.lags_ms
+    if records is not None:
+        if records.t0 is None:
+            records.t0 = state.t0
+        state.records.sink = records
     interrupts = Interrupts(cfg.load.grace_s, notice=lambda m: click.echo(m, err=True))
     interrupts.install()
     try:
@@ -113,8 +120,6 @@ async def _measure(cfg: RunConfig, show_progress: bool, watch: Watch, started_at
                 notice=lambda m: click.echo(m, err=True))
             checkpoints.start()
         await run_load(cfg, workload, info.llama_cpp, state, progress, interrupts)
-        if state.workers and state.live is not None:  # worker processes' records reach this process at the end
-            state.live.add_all(state.records)
     except Interrupted:
         pass  # before the load: nothing was measured, and the result says so
     except TpsloadError:
@@ -134,7 +139,11 @@ async def _measure(cfg: RunConfig, show_progress: bool, watch: Watch, started_at
         state.stop(interrupts.reason or "interrupted")
     if tokenizer is None:
         tokenizer = Tokenizer(cfg.workload.tokenizer, notice=lambda m: click.echo(m, err=True))
-    await resolve_counts(cfg, state.records, server, model, tokenizer)
+    await resolve_counts(cfg, state.records.unsettled(), state.records.settle, server, model, tokenizer)
+    if state.records.sink_error:
+        warnings.append(f"--records stopped being written ({state.records.sink_error}); the file lacks "
+                        "the requests that finished after that")
+        click.echo(f"warning: {warnings[-1]}", err=True)
     if workload is not None:
         observed, more = workload_checks(state.records, workload)
         workload_desc["observed"] = observed
@@ -154,10 +163,12 @@ async def _measure(cfg: RunConfig, show_progress: bool, watch: Watch, started_at
         for w in sm["warnings"]:
             click.echo(f"warning: {w}", err=True)
     result = build_result(cfg, state, workload_desc, server, started_at, warnings, model, sm)
+    state.records.release()  # the records read back for the summary: the rows stay
     return result, state
 
 
-def measure_repeated(cfg: RunConfig, repeat: int, show_progress: bool, watch: Watch = Watch()
+def measure_repeated(cfg: RunConfig, repeat: int, show_progress: bool, watch: Watch = Watch(),
+                     records: RecordsFile | None = None
                      ) -> tuple[dict[str, Any], RunState]:
     """`repeat` independent runs (stopping at the first that stopped early), combined into one result."""
     started_at = dt.datetime.now(dt.timezone.utc)
@@ -167,7 +178,9 @@ def measure_repeated(cfg: RunConfig, repeat: int, show_progress: bool, watch: Wa
         rep_cfg = cfg.replace(seed=seeds.derive(cfg.workload.seed, repetition=k)) if k else cfg
         if repeat > 1 and show_progress:
             click.echo(f"repetition {k + 1} of {repeat}", err=True)
-        reps.append(run_async(measure(rep_cfg, show_progress=show_progress, watch=watch)))
+        if records is not None:  # as combine_repeats numbers them
+            records.index_offset = k * REPEAT_INDEX_STEP
+        reps.append(run_async(measure(rep_cfg, show_progress=show_progress, watch=watch, records=records)))
         if reps[-1][1].stop_reason:
             break
     return reps[0] if len(reps) == 1 else combine_repeats(cfg, reps, started_at)

@@ -109,7 +109,9 @@ SAMPLE_COLUMNS = tuple(f.name for f in fields(Samples) if f.name != "duration_s"
 
 
 def samples(pr: stats.PerRequest, summary: Summary) -> Samples:
-    cols = {c: [None if c not in row else round(row[c], 4) for row in pr.rows] for c in SAMPLE_COLUMNS}
+    # NaN: the request has no such value (null in the JSON)
+    cols = {c: [None if v != v else round(v, 4) for v in pr.cols[c].tolist()] for c in SAMPLE_COLUMNS}
+    cols["output_tokens"] = [int(v) for v in pr.cols["output_tokens"].tolist()]  # a count, as it was
     return Samples(**cols, duration_s=summary.duration_s)
 
 
@@ -208,7 +210,7 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
     """The typed result of a finished or stopped run."""
     records = state.records
     measured = [r for r in records if not r.warmup]
-    pr = stats.per_request([r for r in measured if r.ok])
+    pr = stats.per_request([r for r in measured if r.ok], state.records.gaps())
     summary = stats.summarize(records, cfg.load.concurrency, open_loop=bool(cfg.load.rate), pr=pr)
     verdict_slo = slo.evaluate(cfg.report.slos, pr, summary)
     summary = replace(summary, goodput=verdict_slo.goodput, goodput_tokens=verdict_slo.goodput_tokens,
@@ -320,6 +322,10 @@ def combine_repeats(cfg: RunConfig, reps: list[tuple[dict[str, Any], RunState]],
         pooled.workers.extend(st.workers)
         if st.stop_reason and not pooled.stop_reason:
             pooled.stop_reason, pooled.signal = st.stop_reason, st.signal
+    for _, st in reps:
+        gaps = st.records.gaps()
+        if gaps is not None:  # a long repetition's gaps were folded: so are the pool's
+            pooled.records.merge_gaps(gaps)
     pooled.t0 = min(st.t0 for _, st in reps)
     tried = [st.preconnected for _, st in reps if st.preconnected is not None]
     pooled.preconnected = sum(tried) if tried else None

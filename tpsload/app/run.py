@@ -9,6 +9,7 @@ from tpsload.app.measure import Watch, measure_repeated
 from tpsload.app.target import MockSettings, serving
 from tpsload.config import RunConfig
 from tpsload.core.runner import RunState
+from tpsload.render.jsonl import RecordsFile
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class RunOptions:
     show_progress: bool = True
     mock: MockSettings = field(default_factory=MockSettings)
     watch: Watch = field(default_factory=Watch)  # the live view, checkpoints, --serve-metrics's numbers
+    records: RecordsFile | None = None  # --records, written as requests finish
 
 
 @dataclass
@@ -56,7 +58,7 @@ def run(cfg: RunConfig, opts: RunOptions) -> RunOutcome:
     """Measure (starting and stopping the mock for --mock); always returns what was measured."""
     with serving(cfg, opts.mock) as url:
         result, state = measure_repeated(cfg.replace(base_url=url), opts.repeat, show_progress=opts.show_progress,
-                                         watch=opts.watch)
+                                         watch=opts.watch, records=opts.records)
     if opts.watch.live is not None:
         opts.watch.live.final = True
     code, message = exit_code(result, state, opts.fail_on_slo)

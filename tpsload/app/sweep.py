@@ -7,10 +7,10 @@ sweep keeps what it finished and `--resume` runs only the rest.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +19,11 @@ from tpsload.analysis import sweep as sw
 from tpsload.app.measure import measure_repeated
 from tpsload.app.target import MockSettings, serving
 from tpsload.config import RunConfig
-from tpsload.core.runner import RunState
 from tpsload.errors import TpsloadError
 from tpsload.render import csv as export_csv
 from tpsload.render import json as export_json
 from tpsload.render.console import notice
+from tpsload.render.jsonl import RecordsFile
 from tpsload.workload import seeds
 
 KEYS = ("concurrency", "rate")
@@ -129,21 +129,6 @@ def _start_records(path: str | None, kept: set[float]) -> None:
     export_json.write_text(path, "".join(lines))
 
 
-def _append_records(path: str | None, value: float, state: RunState) -> None:
-    """One JSON line per request of the level, each with the level's value as `level` (times are
-    relative to the level's own start, its result's clock.t0_ns)."""
-    if not path:
-        return
-    text = "".join(json.dumps({"level": value, **r.to_json(state.t0)}, separators=(",", ":")) + "\n"
-                   for r in state.records)
-    if path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(text)
-
-
 def _analyse(sweep: dict[str, Any], tolerance: float) -> None:
     sweep["levels"].sort(key=lambda lv: lv[sweep["key"]])
     sweep["saturation"] = sw.saturation(sweep["levels"], sweep["key"], tolerance)
@@ -168,16 +153,21 @@ def run(opts: SweepOptions) -> SweepOutcome:
     }
     done = {lv[key] for lv in sweep["levels"]}
     _start_records(opts.records_path, done)
+    # each level's lines carry its value as `level`, times relative to the level's own start (its
+    # result's clock.t0_ns); written as its requests finish
+    records = RecordsFile(opts.records_path, append=True) if opts.records_path else None
     out = SweepOutcome(sweep)
     todo = [(value, level_config(cfg, value)) for value, cfg in opts.levels if value not in done]
-    with serving(first, opts.mock) as url:
+    with serving(first, opts.mock) as url, contextlib.closing(records) if records else contextlib.nullcontext():
         for i, (value, cfg) in enumerate(todo):
             name = sw.name(key, value)
             if opts.show_progress:
                 notice(f"{name} …")
             try:
+                if records is not None:
+                    records.extra, records.t0 = {"level": value}, None
                 result, state = measure_repeated(cfg.replace(base_url=url), opts.repeat,
-                                                 show_progress=opts.show_progress)
+                                                 show_progress=opts.show_progress, records=records)
             except TpsloadError as e:
                 if sweep["levels"]:  # keep what was measured, and say why the rest was not
                     sweep["partial"], sweep["stop_reason"] = True, f"{name}: {e}"
@@ -193,7 +183,8 @@ def run(opts: SweepOptions) -> SweepOutcome:
             _analyse(sweep, opts.tolerance)
             # after every level: an interrupted sweep keeps what it finished
             _save(sweep, opts)
-            _append_records(opts.records_path, value, state)
+            if records is not None:
+                records.flush()
             rest = "; higher levels not run" if i + 1 < len(todo) else ""
             if state.internal_error is not None:
                 sweep["partial"], sweep["stop_reason"] = True, f"{name}: {result['stop_reason']}{rest}"

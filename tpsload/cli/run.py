@@ -27,6 +27,7 @@ def run_command(ctx: click.Context, **o: Any) -> None:
     """Measure a server under load: TTFT, ITL, TPOT, latency and tokens/s."""
     cfg = from_flags(o, options.given(ctx))
     live = LiveStats() if o["serve_metrics"] or not o["quiet"] else None
+    records = export_jsonl.RecordsFile(o["records_path"]) if o["records_path"] else None
     with contextlib.ExitStack() as stack:
         endpoint = None
         if o["serve_metrics"] and live is not None:  # opened first: a port in use is said before the run
@@ -36,11 +37,12 @@ def run_command(ctx: click.Context, **o: Any) -> None:
         watch = Watch(live=live, checkpoint_path=o["json_path"], checkpoint_interval_s=o["checkpoint_interval"],
                       status_interval_s=o["status_interval"])
         out = app_run.run(cfg, app_run.RunOptions(repeat=o["repeat"], fail_on_slo=o["fail_on_slo"],
-                                                  show_progress=not o["quiet"], mock=mock_settings(o), watch=watch))
+                                                  show_progress=not o["quiet"], mock=mock_settings(o), watch=watch,
+                                                  records=records))
+        if records is not None:  # written as the requests finished
+            records.close()
         if o["json_path"]:
             export_json.write(out.result, o["json_path"])
-        if o["records_path"]:
-            export_jsonl.write(out.state.records, out.state.t0, o["records_path"])
         if endpoint is not None:
             endpoint.linger(o["serve_metrics_linger"])
     if not o["quiet"]:

@@ -1,13 +1,14 @@
 """The run's live numbers, fed as each request finishes: what the live panel, the status line and
 --serve-metrics all read (one mechanism for the three).
 
-O(1) per request (a request's ITL gaps are binned in one vectorised call) and bounded memory: totals and
+O(1) per request (metrics and ITL gaps computed a batch of requests at a time, in vectorised calls)
+and bounded memory: totals and
 fixed-bucket histograms since the start, plus the requests that finished in the last `window_s` seconds
 (at most `WINDOW_MAX` of them) for the rolling numbers. Updates come from the run's event loop, reads
 also from the metrics endpoint's thread: both hold one lock, for microseconds.
 
 Counts cover the measured requests, as the result does (warm-up requests only count as in flight and in
-`warmup_done`); the histograms use the result's definitions (analysis.stats.request_metrics, gaps),
+`warmup_done`); the histograms use the result's definitions (analysis.stats.metric_columns, gaps),
 so their counts equal the result's `n` for the same requests.
 """
 
@@ -25,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from tpsload.analysis.health import CPU_SHARE_LIMIT, LAG_P99_LIMIT_MS, LATE_SHARE_LIMIT, SEND_DELAY_MS, SendPath
-from tpsload.analysis.stats import gaps, request_metrics
+from tpsload.analysis.stats import gaps, metric_columns
 from tpsload.records import ErrorClass, RequestRecord
 
 WINDOW_S = 10.0
@@ -36,7 +37,7 @@ BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3
              5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
 HISTOGRAMS = ("ttft", "itl", "tpot", "e2e_latency")
 _BOUNDS = np.asarray(BUCKETS_S)
-# ITL gaps are binned this many requests at a time: numpy's cost is per call, not per gap
+# metrics and ITL gaps are computed this many requests at a time: numpy's cost is per call, not per value
 ITL_BATCH = 64
 
 
@@ -142,6 +143,7 @@ class LiveStats:
         # chunk arrival times of requests whose ITL gaps are not binned yet, one after the other, and their lengths
         self._itl_times = array("q")
         self._itl_lens: list[int] = []
+        self._pending: list[RequestRecord] = []  # finished ok, measured: metrics not yet computed (_flush)
         self.lags: Sequence[float] = ()  # the loop-lag sampler's list (core.health), set by whoever runs the load
         self.final = False  # the load is over: the totals will not change again
 
@@ -152,13 +154,8 @@ class LiveStats:
                 self._t0 = perf_counter_ns()
 
     def finished(self, rec: RequestRecord) -> None:
-        """A started request is done (ok, failed or cancelled)."""
-        m = request_metrics(rec) if rec.ok and not rec.warmup else None
-        # per-token gaps need the chunk's token counts (analysis.stats.gaps); plain chunk gaps are binned in batches
-        spread = m is not None and rec.chunk_tokens is not None and len(rec.chunk_tokens) == len(rec.chunk_times)
-        itl = gaps(rec)[1] / 1e3 if spread else None
-        send = SendPath((rec,)).delay_ms if m is not None else ()  # the client's own delay, as client_health has it
-        now = rec.t_done or perf_counter_ns()
+        """A started request is done (ok, failed or cancelled). Its metrics wait for a batch (`_flush`): the
+        result's formulas run over columns, whose cost is per call, so one request alone would pay it all."""
         with self._lock:
             self._in_flight = max(0, self._in_flight - 1)
             if rec.warmup:
@@ -169,27 +166,39 @@ class LiveStats:
             elif rec.failed:
                 self._failed += 1
                 self._by_class[str(rec.error_class)] += 1
-            if m is None:
+            if not rec.ok:
                 return
             self._ok += 1
-            out = rec.output_tokens if rec.output_tokens is not None else rec.content_chunks
-            self._output_tokens += out
+            self._output_tokens += rec.output_tokens if rec.output_tokens is not None else rec.content_chunks
             self._prompt_tokens += rec.prompt_tokens or 0
-            h = self._hist
-            for name, key in (("ttft", "ttft_ms"), ("tpot", "tpot_ms"), ("e2e_latency", "e2e_latency_ms")):
-                if key in m:
-                    h[name].observe(m[key] / 1e3)
-            if itl is not None:
-                h["itl"].observe_many(itl)
+            self._pending.append(rec)
+            if len(self._pending) >= ITL_BATCH:
+                self._flush()
+
+    def _flush(self) -> None:
+        """The pending requests' metrics (analysis.stats.metric_columns) into the histograms and the ring."""
+        recs, self._pending = self._pending, []
+        if not recs:
+            return
+        cols = metric_columns(recs)
+        h = self._hist
+        for name, key in (("ttft", "ttft_ms"), ("tpot", "tpot_ms"), ("e2e_latency", "e2e_latency_ms")):
+            v = cols[key]
+            h[name].observe_many(v[~np.isnan(v)] / 1e3)
+        nan = float("nan")
+        for k, rec in enumerate(recs):
+            # per-token gaps need the chunk's token counts (analysis.stats.gaps); plain chunk gaps are binned in batches
+            if rec.chunk_tokens is not None and len(rec.chunk_tokens) == len(rec.chunk_times):
+                h["itl"].observe_many(gaps(rec)[1] / 1e3)
             elif len(rec.chunk_times) > 1:
                 self._itl_times.extend(rec.chunk_times)
                 self._itl_lens.append(len(rec.chunk_times))
-                if len(self._itl_lens) >= ITL_BATCH:
-                    self._bin_itl()
-            nan = float("nan")
-            self._ring[self._n % WINDOW_MAX] = (now, out, m.get("ttft_ms", nan), m.get("tpot_ms", nan),
-                                                send[0] if send else nan)
+            send = SendPath((rec,)).delay_ms  # the client's own delay, as client_health has it
+            out = rec.output_tokens if rec.output_tokens is not None else rec.content_chunks
+            self._ring[self._n % WINDOW_MAX] = (rec.t_done or perf_counter_ns(), out, cols["ttft_ms"][k],
+                                                cols["tpot_ms"][k], send[0] if send else nan)
             self._n += 1
+        self._bin_itl()
 
     def _bin_itl(self) -> None:
         """The pending requests' chunk gaps (analysis.stats.gaps without token counts) into the ITL histogram."""
@@ -208,7 +217,7 @@ class LiveStats:
 
     def totals(self) -> Totals:
         with self._lock:
-            self._bin_itl()
+            self._flush()
             return Totals(in_flight=self._in_flight, ok=self._ok, failed=self._failed, cancelled=self._cancelled,
                           by_class=dict(self._by_class), warmup_done=self._warmup_done,
                           output_tokens=self._output_tokens, prompt_tokens=self._prompt_tokens,
@@ -219,6 +228,7 @@ class LiveStats:
         wall, cpu = time.perf_counter(), time.process_time()
         cut = now - int(self.window_s * 1e9)
         with self._lock:
+            self._flush()
             rows = self._ring[: min(self._n, WINDOW_MAX)]
             rows = rows[rows[:, 0] >= cut]  # a copy
             full = self._n >= WINDOW_MAX

@@ -1,7 +1,8 @@
 """Plan -> concurrent requests -> records. Closed loop, warm-up, stop conditions.
 
-Records are appended as requests start, so whatever ends the run (the plan, the
-duration, Ctrl-C, an exception) leaves every started request accounted for. Signals
+A request's record goes to the run's ledger (analysis.ledger: compact, the memory of a long run)
+when the request ends, however it ends (done, failed, cancelled, an exception), so whatever ends
+the run (the plan, the duration, Ctrl-C) leaves every started request accounted for. Signals
 reach the runner through its stop() and cancel_all() (core/signals.py).
 """
 
@@ -14,11 +15,13 @@ from dataclasses import dataclass, field
 from time import perf_counter_ns
 from typing import Any, Callable, Coroutine, TypeVar
 
+from tpsload.analysis.ledger import Ledger
 from tpsload.config import RunConfig
 from tpsload.core.client import Client
 from tpsload.core.health import CpuMeter, LoopLagSampler
 from tpsload.core.live import LiveStats
 from tpsload.core.scheduler import concurrency_plan, open_plan, stage_at, stage_starts
+from tpsload.core.spill import SpillFile
 from tpsload.records import ErrorClass, RequestRecord
 from tpsload.workload.spec import Workload
 
@@ -69,7 +72,7 @@ class Share:
 class RunState:
     """What the run has done so far; shared with the progress display and the final report."""
 
-    records: list[RequestRecord] = field(default_factory=list)
+    records: Ledger = field(default_factory=lambda: Ledger.spilling(SpillFile()))
     t0: int = field(default_factory=perf_counter_ns)
     measure_t0: int | None = None
     done: int = 0
@@ -87,6 +90,13 @@ class RunState:
     nodes: list[dict[str, Any]] = field(default_factory=list)  # per-machine summary, with --ray
     backend: dict[str, Any] | None = None
     live: LiveStats | None = None  # told of each request as it starts and ends (the live view, --serve-metrics)
+    started: int = 0  # requests this process started (those not yet in `records` are in flight)
+
+    def received(self, records: list[RequestRecord]) -> None:
+        """Finished requests handed on by worker processes or Ray actors during the run."""
+        self.records.extend(records)
+        if self.live is not None:
+            self.live.add_all(records)
 
     @property
     def partial(self) -> bool:
@@ -267,11 +277,12 @@ class Runner:
         """Send one request (the workload's body for its index, unless given) and account for it, whatever
         happens."""
         st = self.state
-        st.records.append(rec)
+        st.started += 1
         if st.live is not None:
             st.live.started(rec)
         try:
             await self.client.send(rec, self.workload.body(rec.index) if body is None else body)
+            rec.t_done = perf_counter_ns()
         except asyncio.CancelledError:
             if rec.error_class is None:
                 rec.error_class = ErrorClass.CANCELLED
@@ -280,7 +291,8 @@ class Runner:
             if st.live is not None:
                 st.live.finished(rec)
             raise
-        rec.t_done = perf_counter_ns()
+        finally:
+            st.records.append(rec)
         if st.live is not None:
             st.live.finished(rec)
         st.done += 1

@@ -22,8 +22,12 @@ import json
 import signal
 import sys
 import time
+from collections import deque
 from time import perf_counter_ns
 from typing import Any
+
+# requests kept in GET /log (the latest): far more than a benchmark or calibration run reads
+LOG_LIMIT = 100_000
 
 
 def _frame(payload: bytes) -> bytes:
@@ -53,7 +57,8 @@ class LeanServer:
         self.ttft = ttft_ms / 1e3
         self.itl = itl_ms / 1e3
         self.tokens = tokens
-        self.log: list[list[Any]] = []  # [request id, arrival_ns, first_ns, last_ns, n]
+        # [request id, arrival_ns, first_ns, last_ns, n] of the latest LOG_LIMIT requests: a soak runs for hours
+        self.log: deque[list[Any]] = deque(maxlen=LOG_LIMIT)
         self.cpu0 = time.process_time()
 
     def protocol(self) -> "LeanProtocol":
@@ -100,7 +105,7 @@ class LeanProtocol(asyncio.Protocol):
         srv = self.server
         if request_line[0] == "GET":
             if path.startswith("/log"):
-                t.write(_json_response({"requests": srv.log, "cpu_s": time.process_time() - srv.cpu0}))
+                t.write(_json_response({"requests": list(srv.log), "cpu_s": time.process_time() - srv.cpu0}))
             elif path.endswith("/models"):
                 t.write(_json_response({"object": "list", "data": [{"id": "lean", "object": "model"}]}))
             else:

@@ -23,6 +23,7 @@ import asyncio
 import json
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any
@@ -30,6 +31,9 @@ from typing import Any
 from aiohttp import web
 
 from tpsload.mock.faults import FaultPlan, FaultSpec
+
+# requests kept in /mock/log (the latest): far more than a test or a benchmark reads
+LOG_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
@@ -109,8 +113,9 @@ class MockServer:
         self.kind = IMITATE.get(cfg.imitate or "", {})
         self.tokenize_route = cfg.tokenize or self.kind.get("tokenize")
         # per request: when it arrived and when its first/last token was written, on the
-        # machine-wide monotonic clock, so tests can compare a client's stamps with the truth
-        self.log: list[dict[str, Any]] = []
+        # machine-wide monotonic clock, so tests can compare a client's stamps with the truth;
+        # the last LOG_LIMIT requests only, so a soak run against the mock does not grow it forever
+        self.log: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -179,7 +184,7 @@ class MockServer:
                                          "owned_by": self.kind.get("owned_by", "tpsload")}]})
 
     async def get_log(self, request: web.Request) -> web.Response:
-        return web.json_response(self.log)
+        return web.json_response(list(self.log))
 
     async def props(self, request: web.Request) -> web.Response:
         return web.json_response({"total_slots": self.cfg.llama_props or 4, "model_path": "/mock/model.gguf",

@@ -5,6 +5,8 @@ open-loop schedule round-robin), starts every worker on one shared instant of th
 machine-wide monotonic clock, set once every worker has said it is ready (however long
 their interpreters took to start), and merges the raw per-request records into one run:
 the result has the same form as a single-process run, plus each worker's client health.
+Records come over each worker's pipe in batches as they finish (RECORDS), read by the parent's
+event loop as they arrive and folded into its ledger: neither side holds the run's records.
 
 Workers ignore SIGINT and SIGTERM: a terminal's Ctrl-C reaches the whole process group,
 and a worker that took it as its own would count the parent's word as a second Ctrl-C
@@ -39,6 +41,8 @@ READY = ("ready",)
 # the parent's words to a worker: start (at this instant), stop (start no new request; in-flight
 # ones may finish), cancel (now)
 START, STOP, CANCEL = "start", "stop", "cancel"
+# a worker's words to the parent during the run: a batch of finished records; at the end, its health (a dict)
+RECORDS = "records"
 
 
 def workers_for(cfg: RunConfig) -> int:
@@ -153,6 +157,12 @@ def _listen(control: Connection, relay: Relay, start: asyncio.Future[int | None]
 
 async def _worker(conn: Connection, control: Connection, cfg: RunConfig, share: Share, workload: Workload,
                   llama_cpp: bool, progress: Callable[[RunState], None]) -> dict[str, Any]:
+    def send(batch: list[Any]) -> None:
+        try:
+            conn.send((RECORDS, batch))
+        except OSError:  # the parent is gone: its relay cancels the run
+            pass
+
     relay = Relay()
     start: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
     unlisten = _listen(control, relay, start)
@@ -161,7 +171,7 @@ async def _worker(conn: Connection, control: Connection, cfg: RunConfig, share: 
         start_ns = await start
         # the share was planned from instant 0: now it is on the shared start
         shared = share.shifted(start_ns if start_ns is not None else perf_counter_ns())
-        return await run_share(cfg, shared, workload, llama_cpp, relay, progress)
+        return await run_share(cfg, shared, workload, llama_cpp, relay, send, progress)
     finally:
         unlisten()
 
@@ -216,20 +226,24 @@ async def run_processes(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: 
         for (_, _, control), ok in zip(procs, ready, strict=True):
             if ok:
                 _send(control, (START, start_ns))
-        for (p, conn, _), ok in zip(procs, ready, strict=True):
+        finals = [_drain(conn, state) if ok else None for (_, conn, _), ok in zip(procs, ready, strict=True)]
+        for (p, _, _), final in zip(procs, finals, strict=True):
             try:
-                if not ok:
+                if final is None:
                     raise EOFError
-                received.append(await loop.run_in_executor(None, _receive, conn))
+                received.append(await final)
             except EOFError:
                 await loop.run_in_executor(None, p.join, 5)
                 received.append(None)
-                missing = f"worker pid {p.pid} died (exit code {p.exitcode}); its requests are missing"
+                missing = (f"worker pid {p.pid} died (exit code {p.exitcode}); its requests in flight and those it "
+                           "finished in its last moments are missing")
                 state.stop_reason = f"{state.stop_reason}; {missing}" if state.stop_reason else missing
     finally:
         relay.detach()
         ticker.cancel()
-        for p, _, control in procs:
+        for p, conn, control in procs:
+            if not conn.closed:
+                loop.remove_reader(conn.fileno())
             control.close()
             p.join(5)
     merge(state, [r for r in received if r is not None])
@@ -242,17 +256,36 @@ def _ready(conn: Connection) -> bool:
         return False
 
 
-def _receive(conn: Connection) -> dict[str, Any]:
-    try:
-        return conn.recv()
-    finally:
+def _drain(conn: Connection, state: RunState) -> asyncio.Future[dict[str, Any]]:
+    """Read a worker's pipe on this loop as messages arrive: record batches into the run's ledger, then
+    its health (the future's result; EOFError if it died first)."""
+    loop = asyncio.get_running_loop()
+    final: asyncio.Future[dict[str, Any]] = loop.create_future()
+    fd = conn.fileno()
+
+    def on_message() -> None:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            message = None
+        if isinstance(message, tuple) and message[0] == RECORDS:
+            state.received(message[1])
+            return
+        loop.remove_reader(fd)
         conn.close()
+        if not final.done():
+            if isinstance(message, dict):
+                final.set_result(message)
+            else:
+                final.set_exception(EOFError())
+
+    loop.add_reader(fd, on_message)
+    return final
 
 
 def merge(state: RunState, results: list[dict[str, Any]]) -> None:
-    """Raw records from every worker into one run; health per worker and overall."""
+    """Every worker's health into the run's, per worker and overall (their records are in already)."""
     for r in results:
-        state.records.extend(r["records"])
         state.lags.lags_ms.extend(r["lags_ms"])
         state.workers.append({"pid": r["pid"], "host": r.get("host"),
                               **verdict(r["lags_ms"], r["send_lags_ms"], r["cpu_s"], r["wall_s"], r["cap_waits_ms"])})
@@ -260,8 +293,6 @@ def merge(state: RunState, results: list[dict[str, Any]]) -> None:
             state.stop_reason = r["stop_reason"]
         if r["signal"] is not None and state.signal is None:
             state.signal = r["signal"]
-    state.records.sort(key=lambda rec: rec.index)
-    state.t0 = min((r["t0"] for r in results), default=state.t0)
     state.cpu_s = sum(r["cpu_s"] for r in results)
     state.wall_s = max((r["wall_s"] for r in results), default=0.0)
     tried = [r["preconnected"] for r in results if r.get("preconnected") is not None]

@@ -35,6 +35,8 @@ NAMESPACE = "tpsload"
 CLOCK_SAMPLES = 7
 # from the run calls (each carrying its share and the workload) to the shared start
 START_LEAD_NS = 1_500_000_000
+# how often the coordinator takes the actors' finished records while the run goes
+TAKE_EVERY_S = 0.5
 
 
 def _ray() -> Any:
@@ -86,6 +88,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self.relay = Relay()
+        self.records: list[Any] = []  # finished, not yet taken by the coordinator (take())
 
     async def where(self) -> tuple[int, str]:
         return time.time_ns() - perf_counter_ns(), socket.gethostname()
@@ -95,7 +98,13 @@ class _Worker:
 
     async def run(self, cfg: RunConfig, share: Share, workload: Workload, llama_cpp: bool, delta: int
                   ) -> dict[str, Any]:
-        return await run_share(cfg, share.shifted(delta), workload, llama_cpp, self.relay)
+        return await run_share(cfg, share.shifted(delta), workload, llama_cpp, self.relay, self.records.extend)
+
+    async def take(self) -> list[Any]:
+        """The records finished since the last call (the coordinator polls while the run goes)."""
+        out = list(self.records)
+        self.records.clear()  # in place: the run hands its batches to this list's extend
+        return out
 
     async def stop(self, reason: str) -> None:
         self.relay.stop(reason)
@@ -146,7 +155,26 @@ async def run_ray(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, s
         refs = [] if state.stopping else [
             a.run.remote(sub, share, workload, llama_cpp, deltas[w])
             for w, (a, (sub, share)) in enumerate(zip(actors, split(cfg, n, start), strict=True))]
-        for w, ref in enumerate(refs):
+
+        def fold(w: int, recs: list[Any]) -> None:
+            if hosts[w] != my_host:  # their monotonic clock -> ours
+                for rec in recs:
+                    _rebase(rec, -deltas[w])
+            state.received(recs)
+
+        async def take_all() -> None:
+            for w, a in enumerate(actors[:len(refs)]):
+                try:
+                    fold(w, await a.take.remote())
+                except Exception:  # a lost actor: its run's ref says so below
+                    pass
+
+        pending = [asyncio.ensure_future(ref) for ref in refs]  # type: ignore[call-overload]
+        while pending and not all(f.done() for f in pending):
+            await asyncio.wait(pending, timeout=TAKE_EVERY_S, return_when=asyncio.ALL_COMPLETED)
+            await take_all()
+        await take_all()  # the last batches, sent before each run returned
+        for w, ref in enumerate(pending):
             try:
                 r = await ref
             except Exception as e:  # RayActorError and friends: that part is missing, the rest stands
@@ -156,8 +184,6 @@ async def run_ray(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, s
                 state.stop_reason = f"{state.stop_reason}; {missing}" if state.stop_reason else missing
                 continue
             if hosts[w] != my_host:  # their monotonic clock -> ours
-                for rec in r["records"]:
-                    _rebase(rec, -deltas[w])
                 r["t0"] -= deltas[w]
             r["clock_offset_ms"], r["clock_rtt_ms"] = clocks[w][0] / 1e6, clocks[w][1] / 1e6
             results.append(r)
