@@ -78,6 +78,17 @@ def test_workers_keep_an_open_loop_schedule(mock_server, tmp_path):
     assert sorted(r["index"] for r in recs) == list(range(90))
 
 
+def test_workers_open_their_connections_before_the_shared_start(mock_server, tmp_path):
+    # the model list (pre-connect's GET) answers 400 ms late, twice the parent's start lead: a worker that
+    # opened its connections after the start was given would send its first requests ~200 ms late
+    m = mock_server(ttft_ms=5, itl_ms=1, models_delay=0.4)
+    res, _ = run(m.base_url, tmp_path, "pre", "--rate", "40", "-n", "16", "-c", "8", "--max-tokens", "2",
+                 "--workers", "2")
+    s = res["summary"]
+    assert s["requests_ok"] == 16 and s["preconnected"] == 8
+    assert s["send_lag_ms"]["max"] < 100, s["send_lag_ms"]
+
+
 def test_client_bound_when_starved(tmp_path):
     # one process, 32 streams of tokens sent as fast as a socket takes them: the client is the limit
     with MockProcess(module="tpsload.mock.lean", ttft_ms=0, itl_ms=0, tokens=20000) as lean:

@@ -42,6 +42,7 @@ IMITATE = ("llama-server", "llama-cpp-python", "vllm", "sglang", "ollama", "lmst
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for p= faults.")
 @click.option("--metrics", is_flag=True, help="Serve /metrics (Prometheus text, vLLM's names) from the mock's counts.")
 @click.option("--metrics-delay", type=click.FloatRange(min=0), default=0.0, help="Answer /metrics this late (s).")
+@click.option("--models-delay", type=click.FloatRange(min=0), default=0.0, help="Answer /v1/models this late (s).")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Serve https with this PEM certificate (and --tls-key).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None, help="The certificate's key.")
@@ -77,7 +78,8 @@ def mock_command(**o: Any) -> None:
                     llama_props=o["llama_props"], n_ctx=o["n_ctx"], no_usage=o["no_usage"],
                     faults=faults, stall_s=o["stall_s"], seed=o["seed"], slots=o["slots"], slowdown=o["slowdown"],
                     tokens_per_chunk=o["tokens_per_chunk"], metrics=o["metrics"],
-                    metrics_delay_s=o["metrics_delay"], tls_cert=o["tls_cert"], tls_key=o["tls_key"],
+                    metrics_delay_s=o["metrics_delay"], models_delay_s=o["models_delay"],
+                    tls_cert=o["tls_cert"], tls_key=o["tls_key"],
                     interrupt=o["interrupt"], imitate=o["imitate"], eos_at=o["eos_at"], tokenize=o["tokenize"],
                     drop_ignore_eos=o["drop_ignore_eos"], empty_replies=o["empty_replies"],
                     reasoning_tokens=o["reasoning_tokens"], reasoning_field=o["reasoning_field"],

@@ -143,6 +143,7 @@ class Runner:
         self._connect_streak = 0
         self._measured_done = 0
         self._measured_failed = 0
+        self._prepared = False
         self._wanted = self._streams = self._stage = 0  # --stages, closed loop
 
     # -- stopping: --max-errors and the like here, signals through core/signals.py -------------------
@@ -156,6 +157,15 @@ class Runner:
             t.cancel()
 
     # -- the load ------------------------------------------------------------------------------
+    async def prepare(self) -> None:
+        """Before the clock starts (once): keep-alive servers get the run's connections opened. A worker
+        does this before it says it is ready, so that the shared start is not spent on it."""
+        if self._prepared:
+            return
+        self._prepared = True
+        self.state.preconnected = await self.client.preconnect(self.cfg.load.concurrency) \
+            if self.cfg.load.preconnect else None
+
     async def run(self) -> RunState:
         st = self.state
         # Everything imported and set up so far lives for the whole run: move it out of the
@@ -164,9 +174,7 @@ class Runner:
         gc.freeze()
         ticker = asyncio.get_running_loop().create_task(self._tick()) if self.progress else None
         try:
-            # keep-alive servers: the connections the run will use are open before the clock starts
-            st.preconnected = await self.client.preconnect(self.cfg.load.concurrency) \
-                if self.cfg.load.preconnect else None
+            await self.prepare()
             cfg = self.cfg
             if self.share and self.share.start_ns:  # every worker starts on this instant
                 await _sleep_until(self.share.start_ns)

@@ -57,6 +57,7 @@ class MockConfig:
     seed: int = 0
     metrics: bool = False  # serve /metrics with vLLM's names, from the mock's own counts
     metrics_delay_s: float = 0.0  # /metrics answers this late (a hanging endpoint)
+    models_delay_s: float = 0.0  # /v1/models answers this late (a slow pre-connect)
     tls_cert: str | None = None  # serve https with this certificate (PEM) and key
     tls_key: str | None = None
     interrupt: bool = False  # end a running stream ([DONE], unfinished body) when another request arrives
@@ -179,6 +180,8 @@ class MockServer:
         return web.json_response({"status": "ok"})
 
     async def models(self, request: web.Request) -> web.Response:
+        if self.cfg.models_delay_s:
+            await asyncio.sleep(self.cfg.models_delay_s)
         return self._auth(request) or web.json_response(
             {"object": "list", "data": [{"id": self.cfg.model, "object": "model",
                                          "owned_by": self.kind.get("owned_by", "tpsload")}]})

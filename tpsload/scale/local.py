@@ -12,7 +12,7 @@ import socket
 import time
 from array import array
 from time import monotonic, perf_counter_ns
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from tpsload.config import RunConfig
 from tpsload.core.client import open_client
@@ -25,13 +25,19 @@ from tpsload.workload.spec import Workload
 
 
 async def run_local(cfg: RunConfig, workload: Workload, llama_cpp: bool, state: RunState,
-                    progress: Callable[[RunState], None] | None, relay: Relay, share: Share | None = None) -> None:
+                    progress: Callable[[RunState], None] | None, relay: Relay, share: Share | None = None,
+                    ready: Callable[[], Awaitable[Share]] | None = None) -> None:
+    """`ready`: a worker's go-ahead, awaited once its connections are open; it gives the share on the
+    run's shared start."""
     client = open_client(cfg, llama_cpp)
     # --turns: conversations are the unit of load (core/sessions.py)
     kind = SessionRunner if isinstance(workload, Sessions) else Runner
     runner = kind(cfg, client, workload, state, progress=progress, share=share)
     relay.attach(runner)
     try:
+        if ready is not None:
+            await runner.prepare()
+            runner.share = await ready()
         await runner.run()
     finally:
         relay.detach()
@@ -74,7 +80,8 @@ class Batches:
 
 async def run_share(cfg: RunConfig, share: Share, workload: Workload, llama_cpp: bool, relay: Relay,
                     send: Callable[[list[RequestRecord]], None],
-                    progress: Callable[[RunState], None] | None = None) -> dict[str, Any]:
+                    progress: Callable[[RunState], None] | None = None,
+                    ready: Callable[[], Awaitable[Share]] | None = None) -> dict[str, Any]:
     """One worker's part of a run (in a local process or a Ray actor): its records go to `send` in
     batches as they finish; returns its health (the last batch is sent before)."""
     wall_minus_mono = time.time_ns() - perf_counter_ns()
@@ -82,7 +89,7 @@ async def run_share(cfg: RunConfig, share: Share, workload: Workload, llama_cpp:
     batches = Batches(send)
     state.records.forward = batches
     try:
-        await run_local(cfg, workload, llama_cpp, state, progress, relay, share)
+        await run_local(cfg, workload, llama_cpp, state, progress, relay, share, ready)
     except Exception as e:  # keep what was measured
         state.stop(f"internal error in a worker: {e.__class__.__name__}: {e}")
     batches.flush()

@@ -166,12 +166,16 @@ async def _worker(conn: Connection, control: Connection, cfg: RunConfig, share: 
     relay = Relay()
     start: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
     unlisten = _listen(control, relay, start)
-    try:
+    async def ready() -> Share:
+        # said once this worker's connections are open (Runner.prepare): the parent's start lead is not
+        # spent opening them, which at hundreds of streams a worker takes longer than the lead
         conn.send(READY)
         start_ns = await start
         # the share was planned from instant 0: now it is on the shared start
-        shared = share.shifted(start_ns if start_ns is not None else perf_counter_ns())
-        return await run_share(cfg, shared, workload, llama_cpp, relay, send, progress)
+        return share.shifted(start_ns if start_ns is not None else perf_counter_ns())
+
+    try:
+        return await run_share(cfg, share, workload, llama_cpp, relay, send, progress, ready)
     finally:
         unlisten()
 
