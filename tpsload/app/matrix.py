@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import os
 import re
 import shlex
 import signal
@@ -148,15 +147,7 @@ def _plan(opts: MatrixOptions) -> dict[str, Any]:
 def load_resume(opts: MatrixOptions, base: dict[str, Any]) -> list[dict[str, Any]]:
     """The finished configurations of the matrix saved at --json (those this matrix also plans)."""
     path = opts.json_path
-    if not path or path == "-" or not os.path.exists(path):
-        raise TpsloadError("--resume needs --json PATH of the matrix to continue, and that file must exist")
-    try:
-        with open(path) as fh:
-            old = json.load(fh)
-    except ValueError as e:
-        raise TpsloadError(f"--resume: {path} is not a matrix result ({e})") from None
-    if not isinstance(old, dict) or old.get("kind") != "matrix":
-        raise TpsloadError(f"--resume: {path} is not a matrix result")
+    old = app_sweep.read_saved(path, "matrix")
     mine = json.loads(json.dumps(_plan(opts)))
     for k, v in mine.items():
         if old.get(k) != v:

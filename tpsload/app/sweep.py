@@ -83,17 +83,26 @@ def _compared(base: dict[str, Any], mock: dict[str, Any] | None) -> dict[str, An
     return {**base, **{f"mock_{k}": v for k, v in (mock or {}).items()}}
 
 
-def load_resume(opts: SweepOptions, base: dict[str, Any], mock: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The finished levels of the sweep saved at --json, after checking it measured the same thing."""
-    path = opts.json_path
+def read_saved(path: str | None, kind: str) -> dict[str, Any]:
+    """The `kind` ("sweep", "matrix") result saved at --json that --resume continues; a one-line error
+    when there is none, or it is not one."""
     if not path or path == "-" or not os.path.exists(path):
-        raise TpsloadError("--resume needs --json PATH of the sweep to continue, and that file must exist")
+        raise TpsloadError(f"--resume needs --json PATH of the {kind} to continue, and that file must exist")
     try:
         with open(path) as fh:
             old = json.load(fh)
     except ValueError as e:
-        raise TpsloadError(f"--resume: {path} is not a sweep result ({e})") from None
-    if not isinstance(old, dict) or old.get("kind") != "sweep" or old.get("key") != opts.key:
+        raise TpsloadError(f"--resume: {path} is not a {kind} result ({e})") from None
+    if not isinstance(old, dict) or old.get("kind") != kind:
+        raise TpsloadError(f"--resume: {path} is not a {kind} result")
+    return old
+
+
+def load_resume(opts: SweepOptions, base: dict[str, Any], mock: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The finished levels of the sweep saved at --json, after checking it measured the same thing."""
+    path = opts.json_path
+    old = read_saved(path, "sweep")
+    if old.get("key") != opts.key:
         raise TpsloadError(f"--resume: {path} is not a {opts.key} sweep")
     kept = sw.finished(old.get("levels") or [])
     # `requests` defaults per level (4 x concurrency), so it is compared level by level below

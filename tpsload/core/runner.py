@@ -332,7 +332,6 @@ class Runner:
             plan = list(enumerate(times))
             n_warmup = cfg.load.warmup
         starts = [st.measure_t0 + round(x * 1e9) for x in stage_starts(cfg.load.stages)] if cfg.load.stages else None
-        loop = asyncio.get_running_loop()
         cap = asyncio.Semaphore(cfg.load.concurrency) if cfg.load.concurrency else None
         pending: set[asyncio.Task[None]] = set()
         held = 0  # when the loop last got the cap after waiting: lateness up to then is the cap's
@@ -360,16 +359,27 @@ class Runner:
                     break
                 rec = RequestRecord(index=i, warmup=k < n_warmup, t_sched=when, cap_wait_ns=max(0, held - when),
                                     stage=stage_at(starts, when) if starts else None)
-                task = loop.create_task(one(rec))
-                pending.add(task)
-                self._tasks.add(task)
-                task.add_done_callback(pending.discard)
-                task.add_done_callback(self._tasks.discard)
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+                self._spawn(pending, one(rec))
+            await self._settle(pending, cancelled=False)
         except asyncio.CancelledError:
+            await self._settle(pending, cancelled=True)
+
+    def _spawn(self, pending: set[asyncio.Task[Any]], coro: Coroutine[Any, Any, Any]) -> None:
+        """An open loop's request (or conversation) as a task: in `pending` while it runs, and cancelled with
+        the rest by cancel_all()."""
+        task = asyncio.get_running_loop().create_task(coro)
+        pending.add(task)
+        self._tasks.add(task)
+        task.add_done_callback(pending.discard)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _settle(pending: set[asyncio.Task[Any]], cancelled: bool) -> None:
+        """Wait for an open loop's tasks to end (cancelling them first when the loop itself was)."""
+        if cancelled:
             for t in pending:
                 t.cancel()
+        if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
     def _limits(self, rec: RequestRecord) -> None:

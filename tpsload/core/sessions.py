@@ -87,7 +87,6 @@ class SessionRunner(Runner):
         t0 = perf_counter_ns() + START_DELAY_NS
         st.measure_t0 = t0
         times, deadline = open_plan(cfg, t0)
-        loop = asyncio.get_running_loop()
         cap = asyncio.Semaphore(cfg.load.concurrency) if cfg.load.concurrency else None
         pending: set[asyncio.Task[int]] = set()
 
@@ -110,14 +109,7 @@ class SessionRunner(Runner):
                     if cap:
                         cap.release()
                     break
-                task = loop.create_task(one(k, when, max(0, perf_counter_ns() - when) if waited else 0))
-                pending.add(task)
-                self._tasks.add(task)  # type: ignore[arg-type]
-                task.add_done_callback(pending.discard)
-                task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+                self._spawn(pending, one(k, when, max(0, perf_counter_ns() - when) if waited else 0))
+            await self._settle(pending, cancelled=False)
         except asyncio.CancelledError:
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await self._settle(pending, cancelled=True)

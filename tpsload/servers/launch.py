@@ -11,6 +11,7 @@ children go with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -147,9 +148,13 @@ class ServerProcess:
             return None
         with signals_held():
             pgid = p.pid  # its own session: the group id is its pid
-            if self._signal(pgid, signal.SIGTERM) and not self._gone(p, pgid, grace_s):
-                self._signal(pgid, signal.SIGKILL)
-                self._gone(p, pgid, 10.0)
+            if self._signal(pgid, signal.SIGTERM):
+                if not self._gone(p, pgid, grace_s):
+                    self._signal(pgid, signal.SIGKILL)
+                    self._gone(p, pgid, 10.0)
+            else:  # the group was gone already: the leader may still wait to be reaped, for its exit code
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=grace_s)
         return p.returncode
 
     @staticmethod
