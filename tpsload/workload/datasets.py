@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any
+from typing import Any, Iterator
 
 from tpsload.errors import TpsloadError
 from tpsload.workload.sessions import Conversation, Turn, from_messages, from_sharegpt
@@ -42,19 +42,27 @@ def _messages(v: Any, where: str) -> tuple[dict[str, Any], ...]:
     return tuple(v)
 
 
-def load_jsonl(path: str) -> list[RequestSpec]:
-    """Each line: {"prompt": str} or {"messages": [...]}; optional "max_tokens" (or "output_tokens")."""
-    items = []
-    for n, line in enumerate(_read(path, "--dataset").splitlines(), 1):
+def json_lines(text: str, flag: str, path: str, expected: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A JSONL file's objects, each with where it stands (`--flag path:line`, for its errors); blank lines
+    skipped; a line that is not a JSON object is a one-line error saying what was `expected`."""
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        where = f"--dataset {path}:{n}"
+        where = f"{flag} {path}:{n}"
         try:
             obj = json.loads(line)
         except ValueError as e:
             raise TpsloadError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
-            raise TpsloadError(f"{where}: expected a JSON object with 'prompt' or 'messages'")
+            raise TpsloadError(f"{where}: expected {expected}")
+        yield where, obj
+
+
+def load_jsonl(path: str) -> list[RequestSpec]:
+    """Each line: {"prompt": str} or {"messages": [...]}; optional "max_tokens" (or "output_tokens")."""
+    items = []
+    for where, obj in json_lines(_read(path, "--dataset"), "--dataset", path,
+                                 "a JSON object with 'prompt' or 'messages'"):
         mt = obj.get("max_tokens", obj.get("output_tokens"))
         if mt is not None and (not isinstance(mt, int) or mt < 1):
             raise TpsloadError(f"{where}: 'max_tokens' must be a positive integer")

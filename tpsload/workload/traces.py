@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
 from tpsload.errors import TpsloadError
-from tpsload.workload.datasets import _messages, _read
+from tpsload.workload.datasets import _messages, _read, json_lines
 from tpsload.workload.spec import WORDS, RequestSpec, fit
 
 FORMATS = ("mooncake", "azure", "burstgpt", "jsonl")
@@ -99,16 +99,7 @@ def _count(obj: dict[str, Any], key: str, where: str, required: bool = True) -> 
 
 def _jsonl(path: str, text: str, fmt: str) -> list[TraceEntry]:
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"--trace {path}:{n}"
-        try:
-            obj = json.loads(line)
-        except ValueError as e:
-            raise TpsloadError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise TpsloadError(f"{where}: expected a JSON object")
+    for where, obj in json_lines(text, "--trace", path, "a JSON object"):
         ts = obj.get("timestamp")
         if isinstance(ts, bool) or not isinstance(ts, (int, float)) or ts < 0:
             raise TpsloadError(f"{where}: 'timestamp' must be milliseconds from the trace's start, got {ts!r}")
