@@ -113,18 +113,21 @@ def test_sweep_shows_the_slots(llama_server, tmp_path):
     srv = llama_server(np=4)
     out, plots = tmp_path / "s.json", tmp_path / "plots"
     # up to 16: the plateau past the 4 slots needs two levels to be seen as one. 24 requests, so that at 16
-    # the steady window (16 in flight) holds refills too: with only 16, it held the first wave's decoding
-    # alone, no prefill beside it, and 16 could read > 5 % above 8 where the server does the same work
+    # the steady window (16 in flight) holds refills too. On two cores shared with the client the same level
+    # reads up to ~15 % apart from run to run (c=4: 95-112 tok/s over four runs), and at 8 a queued request
+    # is ready the moment a slot frees, which adds a few % over 4: hence a 12 % tolerance, not the 5 % default
     p = tpsload("sweep", "--base-url", srv.base_url, "-c", "1,2,4,8,16", "-n", "24", "--max-tokens", "24",
                 "--ignore-eos", "--endpoint", "completions", "--slo", "ttft_p90<=500ms", "--json", str(out),
-                "--plot", str(plots), "--no-early-stop", check=0, timeout=600)
+                "--plot", str(plots), "--no-early-stop", "--saturation-tolerance", "12%", check=0, timeout=600)
     sweep = load_json(out)
     levels = {lv["concurrency"]: lv["summary"] for lv in sweep["levels"]}
     t = {c: s["steady_output_throughput"] for c, s in levels.items()}
     assert t[4] > 1.2 * t[1], t  # more slots busy: more aggregate throughput
-    assert t[8] < 1.15 * t[4], t  # past the 4 slots: (almost) no more throughput ...
+    # past the 4 slots: 2x and 4x the load, no more than the noise above 4 (a server with 16 slots: ~2x) ...
+    assert max(t[8], t[16]) < 1.3 * t[4], t
     assert levels[8]["ttft_ms"]["p50"] > 2 * levels[4]["ttft_ms"]["p50"]  # ... only queueing
-    # at 8 a queued request is ready the moment a slot frees, which can add a few % over 4: either may
-    # be the first level within 5 % of the best, but never 1, and the report must say it stopped growing
+    assert levels[16]["ttft_ms"]["p50"] > 1.5 * levels[8]["ttft_ms"]["p50"]
+    # either 4 or 8 may be the first level within the tolerance of the best, but never 1 or 16 (growing
+    # to the end), and the report must say it stopped growing
     assert sweep["saturation"]["level"] in (2, 4, 8) and "stops growing" in p.stdout, (t, sweep["saturation"])
     assert sweep["slo_frontier"]["level"] == 4 and "SLO frontier" in p.stdout
