@@ -21,7 +21,7 @@ from tpsload.analysis.numbers import fmt
 from tpsload.analysis.sessions import SessionSummary, summarize_sessions
 from tpsload.analysis.stats import Dist, Summary
 from tpsload.config import RunConfig
-from tpsload.core.client import DEFERRED_WRITES, read_path
+from tpsload.core.client import DEFERRED_WRITES, EAGER_WRITES, io_paths
 from tpsload.core.runner import RunState
 from tpsload.records import INLINE, OPTIONAL, ErrorClass, RequestRecord
 from tpsload.render import json as export_json
@@ -70,15 +70,20 @@ class ClientHealth:
     reasons: list[str]
     read_path: str  # "tap": stamped in aiohttp's data callback; "readany": its public read loop
     read_path_reason: str | None
+    # "eager": each request written in the task that sends it (tpsload starts aiohttp's writer there, on
+    # Python 3.11); "task": aiohttp's writer task starts eagerly itself (Python 3.12+, aiohttp 3.10+);
+    # "deferred": written on a task run after every task already due, with write_path_reason saying why
+    write_path: str
+    write_path_reason: str | None
     workers: list[dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)  # each worker's own health
 
 
 def client_health(state: RunState) -> ClientHealth:
     send, cap_wait = send_lags(state.records)
-    path = SendPath(state.records, deferred_writes=DEFERRED_WRITES)
+    path = SendPath(state.records, deferred_writes=DEFERRED_WRITES and not EAGER_WRITES)
     # the tap, or the public read loop where this aiohttp cannot be tapped
     health = ClientHealth(**verdict(state.lags.lags_ms, send, state.cpu_s, state.wall_s, cap_wait, path),
-                          **read_path())
+                          **io_paths())
     if not state.workers:
         return health
     # several processes: CPU is judged per worker (each has its own core), the rest pooled: the send
