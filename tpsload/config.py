@@ -607,8 +607,6 @@ def _traffic(o: dict[str, Any], stages: tuple[Stage, ...], trace: str | None
         clash.append("-c")
     if clash:
         raise TpsloadError(f"{flag} sets the load: drop {', '.join(clash)}")
-    if o.get("workers") not in (None, "1", 1) or o.get("ray_address"):
-        raise TpsloadError(f"{flag} runs in one process: drop --workers/--ray")
     if o.get("turns") is not None:  # a trace's requests and a stage's streams are single requests, not turns
         raise TpsloadError(f"{flag} sends single requests: drop --turns")
     total = sum(s.duration_s for s in stages)
