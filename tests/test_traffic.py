@@ -30,6 +30,7 @@ def test_stages_parse_steps_ramps_and_spikes():
         with pytest.raises(TpsloadError, match=why):
             parse_stages(bad)
     assert parse_trace_window("1:2.5") == (1, 2.5) and parse_trace_window("30s:") == (30, None)
+    assert parse_trace_window("0:0.5") == parse_trace_window("0s:0.5") == parse_trace_window(":0.5") == (0, 0.5)
     with pytest.raises(TpsloadError, match="END after START"):
         parse_trace_window("5:2")
 
