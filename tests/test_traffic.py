@@ -221,6 +221,38 @@ def test_stages_and_a_trace_over_two_workers(mock_server, tmp_path):
     assert len(r["timeline"]["t_ms"]) > 1 and sum(x["stage"] is None for x in records) == 200
 
 
+def test_repeat_reports_stages_and_timeline_as_it_reports_the_summary(mock_server, tmp_path):
+    """--repeat: each repetition's stages, timeline and trace in `repeats`; at the top, as the summary's, per-run
+    numbers the mean over the repetitions, counts summed, the timeline point by point their mean. A repeated
+    trace replay is open loop at the trace's rate, with its schedule lag over every repetition's requests."""
+    m = mock_server(ttft_ms=20, itl_ms=4)
+    out = tmp_path / "r.json"
+    tpsload("run", "--base-url", m.base_url, "--max-tokens", "12", "--stages", "1s:c=4,0.5s:c=8", "--repeat", "2",
+            "--json", str(out), "-q", check=0)
+    r = load_json(out)
+    reps = r["repeats"]
+    assert len(reps) == 2 and all(len(x["stages"]) == 2 and x["timeline"]["t_ms"] for x in reps)
+    for k, s in enumerate(r["stages"]):
+        assert s["concurrency_achieved"] == pytest.approx(s["asked"], rel=0.05), s
+        each = [x["stages"][k] for x in reps]
+        assert s["requests_ok"] == sum(e["requests_ok"] for e in each) > 0
+        for key in ("concurrency_achieved", "output_throughput", "steady_s"):
+            assert s[key] == pytest.approx(sum(e[key] for e in each) / 2, rel=1e-9)
+    assert sum(s["requests_ok"] for s in r["stages"]) == r["summary"]["requests_ok"]
+    tl = r["timeline"]
+    n = min(len(x["timeline"]["t_ms"]) for x in reps)
+    assert tl["t_ms"][:n] == reps[0]["timeline"]["t_ms"][:n] and tl["asked"][0] == 4
+    assert tl["in_flight"][:n] == [round((a + b) / 2, 2) for a, b in zip(*(x["timeline"]["in_flight"][:n]
+                                                                          for x in reps), strict=True)]
+    tpsload("run", "--base-url", m.base_url, "--trace", str(SAMPLES / "mooncake.jsonl"), "--trace-block", "64",
+            "--trace-window", "0:0.5", "--repeat", "2", "--json", str(out), "-q", check=0)
+    r = load_json(out)
+    n = r["trace"]["requests"]
+    assert r["summary"]["requests_ok"] == 2 * n and r["trace"]["schedule_lag_ms"]["n"] == 2 * n
+    assert r["summary"]["offered_rate"] == r["config"]["rate"] > 0 and r["timeline"]["sends_per_s"]
+    assert [x["trace"]["schedule_lag_ms"]["n"] for x in r["repeats"]] == [n, n]
+
+
 # -- traces: the formats ----------------------------------------------------------------------------
 
 def test_each_trace_format_parses():
