@@ -45,6 +45,18 @@ def test_ray_run_matches_local_workers(mock_server, tmp_path):
     print(f"ray run wall {ray_wall:.1f} s (starts a local Ray instance)")
 
 
+
+def test_stages_over_ray_actors(mock_server, tmp_path):
+    """--stages over Ray actors: the stages split as over worker processes, each stage's time-weighted
+    concurrency within 5 % of what it asked, the records mapped onto the coordinator's one timeline."""
+    m = mock_server(ttft_ms=20, itl_ms=4)
+    r, recs = run(m.base_url, tmp_path, "ray", "--max-tokens", "12", "--stages", "1s:c=4,0.5s:c=10,1s:c=3",
+                  "--workers", "2", "--ray")
+    assert r["backend"]["kind"] == "ray" and [s["asked"] for s in r["stages"]] == [4, 10, 3]
+    for s in r["stages"]:
+        assert s["concurrency_achieved"] == pytest.approx(s["asked"], rel=0.05), s
+    assert {x["stage"] for x in recs} == {0, 1, 2} and max(r["timeline"]["in_flight"]) == 10
+
 def _actor_pids():
     pids = []
     for d in os.listdir("/proc"):

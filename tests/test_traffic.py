@@ -8,9 +8,10 @@ import pytest
 
 from conftest import load_json, tpsload
 from tpsload.analysis.stages import in_flight, mean_in_flight
-from tpsload.config import Stage, parse_stages, parse_trace_window
+from tpsload.config import RunConfig, Stage, parse_stages, parse_trace_window
 from tpsload.core.scheduler import concurrency_plan, stage_starts, staged_offsets
 from tpsload.errors import TpsloadError
+from tpsload.scale.processes import split
 from tpsload.workload import traces
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -29,6 +30,7 @@ def test_stages_parse_steps_ramps_and_spikes():
         with pytest.raises(TpsloadError, match=why):
             parse_stages(bad)
     assert parse_trace_window("1:2.5") == (1, 2.5) and parse_trace_window("30s:") == (30, None)
+    assert parse_trace_window("0:0.5") == parse_trace_window("0s:0.5") == parse_trace_window(":0.5") == (0, 0.5)
     with pytest.raises(TpsloadError, match="END after START"):
         parse_trace_window("5:2")
 
@@ -158,8 +160,97 @@ def test_stage_flags_that_clash_are_one_line_errors():
                       (["--stages", "1s:c=2", "--turns", "2", "--input-tokens", "8"], "drop --turns")):
         with pytest.raises(TpsloadError, match=why):  # before any connection is tried
             cli.main(["run", "--base-url", "http://127.0.0.1:9/v1", *args], standalone_mode=False)
-    p = tpsload("run", "--base-url", "http://127.0.0.1:9/v1", "--stages", "1s:c=2", "--workers", "2")
-    assert p.returncode == 2 and p.stderr == "tpsload: --stages runs in one process: drop --workers/--ray\n"
+
+
+# -- stages and traces over worker processes ----------------------------------------------------------
+
+def test_split_gives_each_worker_its_part_of_every_stage():
+    """Closed loop: every step of the plan (ramps too) split as evenly as can be (10 over 4: 3,3,2,2), the
+    parts adding up to what was asked, on one shared start; a trace's schedule dealt out as it is."""
+    cfg = RunConfig.of(base_url="http://x/v1", stages=parse_stages("1s:c=10,1s:c=4->8,1s:c=1"), concurrency=10,
+                       requests=None, duration_s=3.0, single=False)
+    parts = split(cfg, 4, start_ns=123)
+    plan = concurrency_plan(cfg.load.stages)
+    assert all(s.start_ns == 123 and len(s.plan) == len(plan) for _, s in parts)
+    for k, (off, wanted, stage) in enumerate(plan):
+        assert sum(s.plan[k][1] for _, s in parts) == wanted and {s.plan[k][::2] for _, s in parts} == {(off, stage)}
+    assert [s.plan[0][1] for _, s in parts] == [3, 3, 2, 2] and [c.load.concurrency for c, _ in parts] == [3, 3, 2, 2]
+    assert len({s.index(k, False) for _, s in parts for k in range(50)}) == 200  # no index taken twice
+    cfg = RunConfig.of(base_url="http://x/v1", rate=2.0, requests=4, concurrency=0, single=False)
+    parts = split(cfg, 2, start_ns=1_000, schedule=[0.0, 0.25, 1.0, 1.5])
+    assert sorted(t for _, s in parts for t in s.times_ns) == [1_000, 250_001_000, 1_000_001_000, 1_500_001_000]
+
+
+def test_stages_and_a_trace_over_two_workers(mock_server, tmp_path):
+    """--workers 2: each stage's time-weighted concurrency within 5 % of what it asked (a step, a ramp, a
+    spike), every record in its stage; a trace's requests each planned at its recorded time and sent on it
+    (or the run says it could not), as one process does."""
+    m = mock_server(ttft_ms=20, itl_ms=4)
+    out, recs = tmp_path / "r.json", tmp_path / "r.jsonl"
+    tpsload("run", "--base-url", m.base_url, "--max-tokens", "12", "--stages", "1s:c=4,1s:c=4->8,0.5s:c=10,1s:c=3",
+            "--workers", "2", "--json", str(out), "--records", str(recs), "-q", check=0)
+    r = load_json(out)
+    st = r["stages"]
+    assert len(r["client_health"]["workers"]) == 2 and [s["asked"] for s in st] == [4, 6, 10, 3]
+    for s in st:
+        assert s["concurrency_achieved"] == pytest.approx(s["asked"], rel=0.05), s
+        assert s["requests_ok"] > 0 and s["requests_failed"] == 0 and s["output_throughput"] > 0
+    records = [json.loads(line) for line in recs.read_text().splitlines()]
+    assert {x["stage"] for x in records} == {0, 1, 2, 3} and {x["index"] % 2 for x in records} == {0, 1}
+    assert sum(s["requests_started"] for s in st) == len(records) == r["summary"]["requests_ok"]
+    tl = r["timeline"]
+    assert max(tl["in_flight"]) == 10 and tl["asked"][0] == 4 and tl["t_ms"][-1] >= 3500
+
+    m = mock_server(ttft_ms=2, itl_ms=0)
+    tpsload("run", "--base-url", m.base_url, "--trace", str(SAMPLES / "mooncake.jsonl"), "--trace-block", "64",
+            "--trace-speed", "4", "--workers", "2", "--json", str(out), "--records", str(recs), "-q", check=0)
+    r = load_json(out)
+    trace = traces.load(str(SAMPLES / "mooncake.jsonl"))
+    records = sorted((json.loads(line) for line in recs.read_text().splitlines()), key=lambda x: x["index"])
+    assert [x["index"] for x in records] == list(range(200)) and all(x["ok"] for x in records)
+    planned = np.array([x["t_sched_ms"] - records[0]["t_sched_ms"] for x in records])
+    assert np.abs(planned - np.array([e.t_s * 1e3 / 4 for e in trace.entries])).max() < 0.001
+    assert [x["output_tokens"] for x in records] == [e.output_tokens for e in trace.entries]
+    lag = np.array([x["t_send_ms"] - x["t_sched_ms"] for x in records])
+    late = float((lag > 1.0).mean())
+    if max(w["loop_lag_ms"]["p99"] for w in r["client_health"]["workers"]) <= 1.0:  # as one process: see below
+        assert np.percentile(lag, 99) <= 1.0, (np.percentile(lag, [50, 90, 99]), r["client_health"]["reasons"])
+    t = r["trace"]
+    assert t["schedule_kept"] is (late <= 0.01) and (t["note"] in r["warnings"]) is (late > 0.01)
+    assert t["schedule_lag_ms"]["p99"] == pytest.approx(np.percentile(lag, 99), abs=0.01)
+    assert len(r["timeline"]["t_ms"]) > 1 and sum(x["stage"] is None for x in records) == 200
+
+
+def test_repeat_reports_stages_and_timeline_as_it_reports_the_summary(mock_server, tmp_path):
+    """--repeat: each repetition's stages, timeline and trace in `repeats`; at the top, as the summary's, per-run
+    numbers the mean over the repetitions, counts summed, the timeline point by point their mean. A repeated
+    trace replay is open loop at the trace's rate, with its schedule lag over every repetition's requests."""
+    m = mock_server(ttft_ms=20, itl_ms=4)
+    out = tmp_path / "r.json"
+    tpsload("run", "--base-url", m.base_url, "--max-tokens", "12", "--stages", "1s:c=4,0.5s:c=8", "--repeat", "2",
+            "--json", str(out), "-q", check=0)
+    r = load_json(out)
+    reps = r["repeats"]
+    assert len(reps) == 2 and all(len(x["stages"]) == 2 and x["timeline"]["t_ms"] for x in reps)
+    for k, s in enumerate(r["stages"]):
+        assert s["concurrency_achieved"] == pytest.approx(s["asked"], rel=0.05), s
+        each = [x["stages"][k] for x in reps]
+        assert s["requests_ok"] == sum(e["requests_ok"] for e in each) > 0
+        for key in ("concurrency_achieved", "output_throughput", "steady_s"):
+            assert s[key] == pytest.approx(sum(e[key] for e in each) / 2, rel=1e-9)
+    assert sum(s["requests_ok"] for s in r["stages"]) == r["summary"]["requests_ok"]
+    tl = r["timeline"]
+    n = min(len(x["timeline"]["t_ms"]) for x in reps)
+    assert tl["t_ms"][:n] == reps[0]["timeline"]["t_ms"][:n] and tl["asked"][0] == 4
+    assert tl["in_flight"][:n] == [round((a + b) / 2, 2) for a, b in zip(*(x["timeline"]["in_flight"][:n]
+                                                                          for x in reps), strict=True)]
+    tpsload("run", "--base-url", m.base_url, "--trace", str(SAMPLES / "mooncake.jsonl"), "--trace-block", "64",
+            "--trace-window", "0:0.5", "--repeat", "2", "--json", str(out), "-q", check=0)
+    r = load_json(out)
+    n = r["trace"]["requests"]
+    assert r["summary"]["requests_ok"] == 2 * n and r["trace"]["schedule_lag_ms"]["n"] == 2 * n
+    assert r["summary"]["offered_rate"] == r["config"]["rate"] > 0 and r["timeline"]["sends_per_s"]
+    assert [x["trace"]["schedule_lag_ms"]["n"] for x in r["repeats"]] == [n, n]
 
 
 # -- traces: the formats ----------------------------------------------------------------------------

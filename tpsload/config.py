@@ -397,7 +397,7 @@ def parse_trace_window(value: str | None) -> tuple[float, float | None] | None:
         return None
     a, sep, b = value.partition(":")
     try:
-        start = parse_duration(a) if a.strip() else 0.0
+        start = parse_duration(a) if a.strip() and not _zero(a) else 0.0  # 0: the trace's first request
         end = parse_duration(b) if b.strip() else None
     except TpsloadError:
         start = end = -1.0
@@ -405,6 +405,14 @@ def parse_trace_window(value: str | None) -> tuple[float, float | None] | None:
         raise TpsloadError(f"--trace-window {value!r}: expected START:END in seconds of the trace, END after START "
                            "(e.g. 60:120, 30s:2m, or 60: for the rest)")
     return start, end
+
+
+def _zero(text: str) -> bool:
+    """'0', '0s', '0.0m': no time at all (a --trace-window may start there, a --duration may not)."""
+    try:
+        return float(text.strip().lower().rstrip("smh")) == 0
+    except ValueError:
+        return False
 
 
 def parse_workers(value: str) -> int:
@@ -607,8 +615,6 @@ def _traffic(o: dict[str, Any], stages: tuple[Stage, ...], trace: str | None
         clash.append("-c")
     if clash:
         raise TpsloadError(f"{flag} sets the load: drop {', '.join(clash)}")
-    if o.get("workers") not in (None, "1", 1) or o.get("ray_address"):
-        raise TpsloadError(f"{flag} runs in one process: drop --workers/--ray")
     if o.get("turns") is not None:  # a trace's requests and a stage's streams are single requests, not turns
         raise TpsloadError(f"{flag} sends single requests: drop --turns")
     total = sum(s.duration_s for s in stages)

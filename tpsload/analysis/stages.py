@@ -82,21 +82,29 @@ def _tokens_in(records: Sequence[RequestRecord], a: int, b: int) -> float:
 def stage_results(records: Sequence[RequestRecord], stages: Sequence[Any], t0_ns: int) -> list[dict[str, Any]]:
     """One entry per stage (docs/metrics.md "Stages"); `stages` are config.Stage values and `t0_ns` the
     instant the first stage began."""
-    measured = [r for r in records if not r.warmup]
-    t, c = in_flight(measured)
+    return pooled_stage_results([(records, t0_ns)], stages)
+
+
+# a stage's numbers that are a property of one run: over repetitions (--repeat), their mean
+PER_RUN = ("steady_start_s", "steady_s", "concurrency_achieved", "achieved_rate", "output_throughput",
+           "request_throughput")
+
+
+def pooled_stage_results(runs: Sequence[tuple[Sequence[RequestRecord], int]], stages: Sequence[Any]
+                         ) -> list[dict[str, Any]]:
+    """Stage results over repetitions of one staged run, each (records, t0_ns) on its own clock, as --repeat
+    reports a run: per-run numbers the mean over the repetitions (of those that have one), counts summed,
+    latency distributions over the requests of all. One run's are its own."""
+    each = [_stages_of(records, stages, t0) for records, t0 in runs]
     out = []
-    start = t0_ns
+    start_s = 0.0
     for k, s in enumerate(stages):
-        end = start + round(s.duration_s * NS)
-        mine = [r for r in measured if r.stage == k]
-        ok = [r for r in mine if r.ok]
-        pr = per_request(ok)
-        if s.kind == "c" and not s.ramp:
-            lo = settled(t, c, start, end, int(s.start))
-        else:
-            lo = start
-        window = (end - lo) / NS if lo is not None else 0.0
-        sends = sum(1 for r in mine if r.t_send is not None)
+        parts = [run[k] for run in each]
+        pr = per_request([r for _, ok in parts for r in ok])
+        numbers: dict[str, Any] = {}
+        for key in PER_RUN:
+            vals = [n[key] for n, _ in parts if n[key] is not None]
+            numbers[key] = (vals[0] if len(vals) == 1 else sum(vals) / len(vals)) if vals else None
         out.append({
             "stage": k,
             "spec": s.text,
@@ -104,22 +112,51 @@ def stage_results(records: Sequence[RequestRecord], stages: Sequence[Any], t0_ns
             "asked": s.mean,
             "asked_start": s.start,
             "asked_end": s.end,
-            "start_s": (start - t0_ns) / NS,
+            "start_s": start_s,
             "duration_s": s.duration_s,
+            "steady_start_s": numbers["steady_start_s"],
+            "steady_s": numbers["steady_s"],
+            "concurrency_achieved": numbers["concurrency_achieved"],
+            "achieved_rate": numbers["achieved_rate"],
+            **{key: sum(n[key] for n, _ in parts) for key in ("requests_started", "requests_ok", "requests_failed")},
+            "output_throughput": numbers["output_throughput"],
+            "request_throughput": numbers["request_throughput"],
+            "ttft_ms": dist(pr.column("ttft_ms")),
+            "tpot_ms": dist(pr.column("tpot_ms")),
+            "e2e_latency_ms": dist(pr.column("e2e_latency_ms")),
+        })
+        start_s += s.duration_s
+    return out
+
+
+def _stages_of(records: Sequence[RequestRecord], stages: Sequence[Any], t0_ns: int
+               ) -> list[tuple[dict[str, Any], list[RequestRecord]]]:
+    """One run's numbers of each stage, and the requests started in it that succeeded."""
+    measured = [r for r in records if not r.warmup]
+    t, c = in_flight(measured)
+    out = []
+    start = t0_ns
+    for k, s in enumerate(stages):
+        end = start + round(s.duration_s * NS)
+        mine = [r for r in measured if r.stage == k]
+        if s.kind == "c" and not s.ramp:
+            lo = settled(t, c, start, end, int(s.start))
+        else:
+            lo = start
+        window = (end - lo) / NS if lo is not None else 0.0
+        sends = sum(1 for r in mine if r.t_send is not None)
+        out.append(({
             "steady_start_s": None if lo is None else (lo - t0_ns) / NS,
             "steady_s": window,
             "concurrency_achieved": mean_in_flight(t, c, lo, end) if lo is not None else None,
             "achieved_rate": sends / s.duration_s if s.duration_s else None,
             "requests_started": len(mine),
-            "requests_ok": len(ok),
+            "requests_ok": sum(1 for r in mine if r.ok),
             "requests_failed": sum(1 for r in mine if r.failed),
             "output_throughput": _tokens_in(measured, lo, end) / window if lo is not None and window > 0 else None,
             "request_throughput": (sum(1 for r in measured if r.ok and r.t_end is not None and lo <= r.t_end < end)
                                    / window) if lo is not None and window > 0 else None,
-            "ttft_ms": dist(pr.column("ttft_ms")),
-            "tpot_ms": dist(pr.column("tpot_ms")),
-            "e2e_latency_ms": dist(pr.column("e2e_latency_ms")),
-        })
+        }, [r for r in mine if r.ok]))
         start = end
     return out
 
@@ -139,21 +176,51 @@ def over_time(records: Sequence[RequestRecord], t0_ns: int, span_s: float,
     """The run on an even grid from `t0_ns` over `span_s`: what was asked (with --stages), requests in
     flight and output tokens/s (analysis.timeline), sends per second, and the median TTFT of the
     requests sent in each interval."""
-    measured = [r for r in records if not r.warmup]
+    return pooled_over_time([(records, t0_ns)], span_s, stages)
+
+
+def pooled_over_time(runs: Sequence[tuple[Sequence[RequestRecord], int]], span_s: float,
+                     stages: Sequence[Any] = ()) -> dict[str, list[Any]]:
+    """`over_time` of repetitions of one run, each (records, t0_ns) on its own clock: at each point the
+    mean over the repetitions of in flight, output tokens/s and sends per second, and the median TTFT of
+    the requests all of them sent in the interval (--repeat: per-run numbers averaged, distributions
+    pooled). One run's are its own."""
     step = max(TIMELINE_MIN_STEP_S, span_s / TIMELINE_POINTS)
     t_ms = [round(i * step * 1e3, 3) for i in range(int(span_s / step) + 1)]
-    series = timeline.client_series(measured, t0_ns, t_ms)
-    sent = sorted((r.t_send, r) for r in measured if r.t_send is not None)
-    at = np.asarray([s for s, _ in sent], dtype=np.int64)
+    series = []
+    sent_at: list[np.ndarray] = []
+    sent_runs: list[list[RequestRecord]] = []
+    for records, t0_ns in runs:
+        measured = [r for r in records if not r.warmup]
+        series.append(timeline.client_series(measured, t0_ns, t_ms))
+        sent = sorted(((r.t_send - t0_ns, r) for r in measured if r.t_send is not None), key=lambda x: x[0])
+        sent_at.append(np.asarray([s for s, _ in sent], dtype=np.int64))
+        sent_runs.append([r for _, r in sent])
     sends: list[float | None] = [None]
     ttft: list[float | None] = [None]
     for i in range(1, len(t_ms)):
-        a, b = np.searchsorted(at, [t0_ns + t_ms[i - 1] * 1e6, t0_ns + t_ms[i] * 1e6], side="right")
-        sends.append(round((b - a) / step, 2))
-        firsts = [(r.t_first - r.t_send) / 1e6 for _, r in sent[a:b] if r.ok and r.t_first is not None]
+        n = 0
+        firsts = []
+        for at, sent in zip(sent_at, sent_runs, strict=True):
+            a, b = np.searchsorted(at, [t_ms[i - 1] * 1e6, t_ms[i] * 1e6], side="right")
+            n += b - a
+            firsts += [(r.t_first - r.t_send) / 1e6 for r in sent[a:b] if r.ok and r.t_first is not None]
+        sends.append(round(n / step / max(1, len(runs)), 2))
         ttft.append(round(float(np.median(firsts)), 3) if firsts else None)
     out: dict[str, list[Any]] = {"t_ms": t_ms}
     if stages:
         out["asked"] = [asked_at(stages, t / 1e3) for t in t_ms]
-    out.update(in_flight=series["in_flight"], output_tps=series["output_tps"], sends_per_s=sends, ttft_p50_ms=ttft)
+    out.update(in_flight=_mean(series, "in_flight"), output_tps=_mean(series, "output_tps"), sends_per_s=sends,
+               ttft_p50_ms=ttft)
+    return out
+
+
+def _mean(series: list[dict[str, list[Any]]], key: str) -> list[Any]:
+    """A series point by point over repetitions (one run's as it is)."""
+    if len(series) == 1:
+        return series[0][key]
+    out: list[Any] = []
+    for vals in zip(*(s[key] for s in series), strict=True):
+        known = [v for v in vals if v is not None]
+        out.append(round(sum(known) / len(known), 2) if known else None)
     return out

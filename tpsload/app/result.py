@@ -211,8 +211,10 @@ class RunResult:
 
 def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server: dict[str, Any],
                started_at: _dt.datetime, warnings: list[str], model: str | None = None,
-               server_metrics: dict[str, Any] | None = None, checkpoint: dict[str, Any] | None = None) -> RunResult:
-    """The typed result of a finished or stopped run."""
+               server_metrics: dict[str, Any] | None = None, checkpoint: dict[str, Any] | None = None,
+               runs: list[tuple[Any, int]] | None = None) -> RunResult:
+    """The typed result of a finished or stopped run; `runs`: --repeat's repetitions, (records, measure_t0)
+    each, for the stages and timeline (by default the state's own)."""
     records = state.records
     measured = [r for r in records if not r.warmup]
     pr = stats.per_request([r for r in measured if r.ok], state.records.gaps())
@@ -223,8 +225,8 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
     # (a combined --repeat result recounts what its first repetition noted)
     warnings = [*(w for w in warnings if not w.startswith(stats.UNKNOWN_PROMPT)), *stats.unknown_counts(measured)]
     health = client_health(state)
-    traffic = _traffic(cfg, state, workload, summary, health)
-    if traffic.get("trace") and not traffic["trace"]["schedule_kept"]:
+    traffic = _traffic(cfg, state, workload, summary, health, runs)
+    if traffic.get("trace") and not traffic["trace"]["schedule_kept"] and traffic["trace"]["note"] not in warnings:
         warnings = [*warnings, traffic["trace"]["note"]]
     acct = accounting(measured)
     if not acct.balanced:
@@ -262,14 +264,15 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
 
 
 def _traffic(cfg: RunConfig, state: RunState, workload: dict[str, Any], summary: Summary,
-             health: ClientHealth) -> dict[str, Any]:
+             health: ClientHealth, runs: list[tuple[Any, int]] | None = None) -> dict[str, Any]:
     """A staged run's stages, a trace replay's schedule, and either over time."""
-    t0 = state.measure_t0
-    if t0 is None or not (cfg.load.stages or cfg.workload.trace):
+    if runs is None:
+        runs = [(state.records, state.measure_t0)] if state.measure_t0 is not None else []
+    if not runs or not (cfg.load.stages or cfg.workload.trace):
         return {}
     out: dict[str, Any] = {}
     if cfg.load.stages:
-        out["stages"] = staged.stage_results(state.records, cfg.load.stages, t0)
+        out["stages"] = staged.pooled_stage_results(runs, cfg.load.stages)
         span = sum(s.duration_s for s in cfg.load.stages)
     else:
         sched = summary.schedule
@@ -288,9 +291,10 @@ def _traffic(cfg: RunConfig, state: RunState, workload: dict[str, Any], summary:
                 "the server saw a different load than the trace's (slow it down with --trace-speed)"),
         }
         span = (trace.get("span_s") or 0) / (cfg.load.trace_speed or 1)
-    ends = [r.t_done or r.t_end or 0 for r in state.records]
-    span = max(span, ((max(ends) - t0) / 1e9) if ends else 0)
-    out["timeline"] = staged.over_time(state.records, t0, span, cfg.load.stages)
+    for records, t0 in runs:
+        ends = [r.t_done or r.t_end or 0 for r in records]
+        span = max(span, ((max(ends) - t0) / 1e9) if ends else 0)
+    out["timeline"] = staged.pooled_over_time(runs, span, cfg.load.stages)
     return out
 
 
@@ -335,8 +339,12 @@ def combine_repeats(cfg: RunConfig, reps: list[tuple[dict[str, Any], RunState]],
     tried = [st.preconnected for _, st in reps if st.preconnected is not None]
     pooled.preconnected = sum(tried) if tried else None
     first = reps[0][0]
+    if cfg.workload.trace:  # each repetition ran open loop at the trace's rate, known once it was read
+        cfg = cfg.replace(rate=first["config"]["rate"], requests=first["config"]["requests"], single=False)
+    # stages and timeline as the summary: each repetition on its own clock, per-run numbers averaged
+    runs = [(st.records, st.measure_t0) for _, st in reps if st.measure_t0 is not None]
     result = run_result(cfg, pooled, first["workload"], first["server"], started_at, first["warnings"],
-                        first.get("model"))
+                        first.get("model"), runs=runs)
     means: dict[str, float] = {}
     spread = {}
     for key in PER_RUN:
@@ -350,7 +358,9 @@ def combine_repeats(cfg: RunConfig, reps: list[tuple[dict[str, Any], RunState]],
     summary = _with(result.summary, duration_s=sum(r["summary"]["duration_s"] for r, _ in reps), **means)
     result = replace(result, summary=summary, repeat_spread=spread,
                      repeats=[{"summary": r["summary"], "client_health": r["client_health"], "partial": r["partial"],
-                               "started_at": r["started_at"]} for r, _ in reps])
+                               "started_at": r["started_at"],
+                               **{k: r[k] for k in ("stages", "trace", "timeline") if r.get(k) is not None}}
+                              for r, _ in reps])
     return export_json.plain(result), pooled
 
 

@@ -52,6 +52,8 @@ class Share:
     times_ns: tuple[int, ...] | None = None  # open loop: absolute send times, warm-up first
     start_ns: int | None = None  # every worker starts at this instant
     deadline_ns: int | None = None  # open loop --duration: the shared end
+    # closed-loop --stages: this worker's part of the run's plan, (offset s, streams, stage) as concurrency_plan's
+    plan: tuple[tuple[float, int, int], ...] | None = None
 
     def index(self, k: int, warmup: bool) -> int:
         if warmup:
@@ -241,13 +243,16 @@ class Runner:
         when it asks for fewer, the streams over the count end as their current request does."""
         st = self.state
         loop = asyncio.get_running_loop()
-        t0 = perf_counter_ns() + START_DELAY_NS
+        share = self.share
+        # a worker's stages start on the shared instant, so that every worker's line up
+        t0 = share.start_ns if share and share.start_ns else perf_counter_ns() + START_DELAY_NS
         st.measure_t0 = t0
         end = t0 + round(stage_starts(self.cfg.load.stages)[-1] * 1e9)
         self._wanted, self._streams, self._stage = 0, 0, 0
         tasks: list[asyncio.Task[None]] = []
+        plan = share.plan if share and share.plan is not None else concurrency_plan(self.cfg.load.stages)
         try:
-            for off, wanted, stage in concurrency_plan(self.cfg.load.stages):
+            for off, wanted, stage in plan:
                 when = t0 + round(off * 1e9)
                 await _sleep_until(when)
                 if st.stopping:
@@ -275,7 +280,8 @@ class Runner:
                     break
                 i = self._next
                 self._next = i + 1
-                rec = RequestRecord(index=i, t_sched=free, stage=self._stage)
+                rec = RequestRecord(index=self.share.index(i, False) if self.share else i, t_sched=free,
+                                    stage=self._stage)
                 await self._request(rec)
                 free = rec.t_end or rec.t_done or now()
         finally:

@@ -22,12 +22,12 @@ import multiprocessing as mp
 import os
 from multiprocessing.connection import Connection
 from time import perf_counter_ns
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from tpsload.analysis.health import verdict
 from tpsload.config import RunConfig
 from tpsload.core.runner import RunState, Share, run_async
-from tpsload.core.scheduler import open_plan
+from tpsload.core.scheduler import concurrency_plan, open_plan
 from tpsload.core.signals import Relay, children_ignore_signals, ignore_signals
 from tpsload.scale.local import run_share
 from tpsload.workload.spec import Workload
@@ -65,11 +65,12 @@ def apportion(total: int, weights: list[int]) -> list[int]:
     return out
 
 
-def split(cfg: RunConfig, n: int, start_ns: int) -> list[tuple[RunConfig, Share]]:
-    """Each worker's config and share of the run."""
+def split(cfg: RunConfig, n: int, start_ns: int, schedule: Sequence[float] | None = None
+          ) -> list[tuple[RunConfig, Share]]:
+    """Each worker's config and share of the run; `schedule`: a trace replay's send times (workload.schedule)."""
     parts: list[tuple[RunConfig, Share]] = []
     if cfg.load.rate:
-        times, deadline = open_plan(cfg, start_ns)  # one plan, dealt out round-robin
+        times, deadline = open_plan(cfg, start_ns, schedule)  # one plan, dealt out round-robin
         total = len(times)
         caps = apportion(cfg.load.concurrency, [1] * n) if cfg.load.concurrency else [0] * n
         for w in range(n):
@@ -80,6 +81,15 @@ def split(cfg: RunConfig, n: int, start_ns: int) -> list[tuple[RunConfig, Share]
                           start_ns=start_ns, deadline_ns=deadline)
             parts.append((_sub(cfg, max(caps[w], 0), len(meas) if cfg.load.requests is not None else None, len(wu)),
                           share))
+        return parts
+    if cfg.load.stages:  # closed loop: every step of the plan's streams split over the workers, as evenly as can be
+        plan = concurrency_plan(cfg.load.stages)
+        counts = [apportion(wanted, [1] * n) for _, wanted, _ in plan]
+        for w in range(n):
+            mine = tuple((off, c[w], stage) for (off, _, stage), c in zip(plan, counts, strict=True))
+            # indices interleaved as a --duration run's: a stage's requests are not counted in advance
+            parts.append((_sub(cfg, max(c for _, c, _ in mine), None, 0),
+                          Share(first=w, stride=n, start_ns=start_ns, plan=mine)))
         return parts
     streams = apportion(cfg.load.concurrency, [1] * n)
     warm = apportion(cfg.load.warmup, streams)
@@ -203,7 +213,8 @@ async def run_processes(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: 
     done = ctx.Array("l", n, lock=False)
     procs: list[tuple[Any, Connection, Connection]] = []
     with children_ignore_signals():
-        for w, (sub, share) in enumerate(split(cfg, n, 0)):  # planned from 0, shifted onto the shared start
+        # planned from 0, shifted onto the shared start
+        for w, (sub, share) in enumerate(split(cfg, n, 0, workload.schedule)):
             results, child = ctx.Pipe(duplex=False)
             listen, control = ctx.Pipe(duplex=False)
             p = ctx.Process(target=_worker_main, args=(child, listen, sub, share, workload, llama_cpp, done, w),
@@ -227,6 +238,8 @@ async def run_processes(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: 
     try:
         ready = [await loop.run_in_executor(None, _ready, conn) for _, conn, _ in procs]
         start_ns = perf_counter_ns() + START_LEAD_NS
+        if cfg.load.rate or cfg.load.stages:  # a schedule's (or the stages') start, as a one-process run's
+            state.measure_t0 = start_ns
         for (_, _, control), ok in zip(procs, ready, strict=True):
             if ok:
                 _send(control, (START, start_ns))

@@ -152,9 +152,11 @@ async def run_ray(cfg: RunConfig, workload: Workload, llama_cpp: bool, n: int, s
         deltas = [0 if host == my_host else off + my_wmm - their_wmm
                   for (their_wmm, host), (off, _) in zip(wheres, clocks, strict=True)]
         start = perf_counter_ns() + START_LEAD_NS
+        if cfg.load.rate or cfg.load.stages:  # a schedule's (or the stages') start, as a one-process run's
+            state.measure_t0 = start
         refs = [] if state.stopping else [
             a.run.remote(sub, share, workload, llama_cpp, deltas[w])
-            for w, (a, (sub, share)) in enumerate(zip(actors, split(cfg, n, start), strict=True))]
+            for w, (a, (sub, share)) in enumerate(zip(actors, split(cfg, n, start, workload.schedule), strict=True))]
 
         def fold(w: int, recs: list[Any]) -> None:
             if hosts[w] != my_host:  # their monotonic clock -> ours
