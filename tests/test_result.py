@@ -35,7 +35,7 @@ OPEN_LOOP = ["achieved_rate", "send_lag_ms", "ttft_sched_ms", "e2e_latency_sched
 HEALTH = ["loop_lag_ms", "send_lag_ms", "late_send_share", "send_delay_ms", "slow_send_share", "cap_wait_ms",
           "cap_wait_share", "cap_note",
           "cpu_s", "cpu_share", "client_bound", "reasons",
-          "read_path", "read_path_reason"]
+          "read_path", "read_path_reason", "write_path", "write_path_reason"]
 DIST = ["n", "mean", "std", "min", "p50", "p90", "p95", "p99", "p99_9", "max"]
 TTFT, ITL, TOKENS = 20.0, 5.0, 8
 
