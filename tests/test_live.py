@@ -1,6 +1,7 @@
 """The live view: the panel in a real terminal (tmux), the status line off one, and --serve-metrics
 scraped with prometheus_client's parser, its counters equal to the final result's."""
 
+import asyncio
 import os
 import re
 import shlex
@@ -13,6 +14,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import load_json, tpsload, wait_for_line, wait_until
+from tpsload.config import RunConfig
+from tpsload.core.client import open_client
+from tpsload.core.live import LiveStats
+from tpsload.core.runner import Runner, RunState
+from tpsload.workload.prepare import params
+from tpsload.workload.spec import RequestSpec, Workload
 
 TTFT_MS, ITL_MS = 40, 10
 
@@ -194,3 +201,32 @@ def test_live_stats_rolling_numbers_and_histograms():
     cum = dict(t.histograms["ttft"].cumulative())
     assert (cum[0.005], cum[0.01], cum[0.025], cum[0.15], cum[0.2], cum[float("inf")]) == (0, 1, 2, 4, 5, 5)
     assert dict(t.histograms["itl"].cumulative())[0.01] == 20
+
+
+def test_a_request_that_ends_in_an_internal_error_is_counted_out_of_flight(mock_server):
+    # a bug of ours inside a request (here: its record cannot be finished) must not leave the live view
+    # counting it in flight for the rest of the run, nor lose its record
+    m = mock_server(ttft_ms=5, itl_ms=1)
+    cfg = RunConfig.of(base_url=m.base_url, concurrency=2, requests=4, max_tokens=4, single=False)
+    workload = Workload([RequestSpec(prompt="hi")], params(cfg, "tpsload-mock", {}), {})
+
+    async def main():
+        state = RunState(live=LiveStats())
+        client = open_client(cfg, False)
+        finish = client._finish
+
+        def broken(rec, out):
+            finish(rec, out)
+            if rec.index == 1:
+                raise RuntimeError("a bug in finishing the record")
+
+        client._finish = broken
+        try:
+            await Runner(cfg, client, workload, state).run()
+        finally:
+            await client.close()
+        return state
+
+    state = asyncio.run(main())
+    assert state.live.totals().in_flight == 0
+    assert 1 in {r.index for r in state.records}

@@ -302,13 +302,11 @@ class Runner:
                 rec.error_class = ErrorClass.CANCELLED
                 rec.error = st.stop_reason or "cancelled"
             rec.t_done = perf_counter_ns()
+            raise
+        finally:  # however it ended (an internal error too): the live view's in-flight count comes down
+            st.records.append(rec)
             if st.live is not None:
                 st.live.finished(rec)
-            raise
-        finally:
-            st.records.append(rec)
-        if st.live is not None:
-            st.live.finished(rec)
         st.done += 1
         if rec.failed:
             st.failed += 1
