@@ -259,56 +259,6 @@ def test_a_client_on_an_untappable_aiohttp_reads_with_readany(monkeypatch, wire_
     assert (paths["read_path"], paths["read_path_reason"]) == ("readany", "aiohttp 9.9: StreamReader has no feed_eof()")
 
 
-def test_an_eager_write_runs_now_and_finishes_in_aiohttps_task():
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        log: list[object] = []
-
-        async def waits(fut: asyncio.Future) -> object:
-            log.append("started")
-            try:
-                v = await fut
-            except asyncio.CancelledError:
-                log.append("cancelled")
-                raise
-            log.append(v)
-            return v
-
-        fut = loop.create_future()
-        coro = client_mod._eager(waits(fut))
-        assert log == ["started"]  # up to its first wait, before any task was made of it
-        task = loop.create_task(coro)
-        await asyncio.sleep(0)
-        fut.set_result(7)
-        assert await task == 7 and log == ["started", 7]
-
-        log.clear()
-        fut = loop.create_future()
-        task = loop.create_task(client_mod._eager(waits(fut)))
-        await asyncio.sleep(0)
-        task.cancel()  # cancels what it waits on; the coroutine sees CancelledError where it waits
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert log == ["started", "cancelled"] and fut.cancelled()
-
-        async def fails() -> None:
-            raise OSError("socket gone")
-
-        task = loop.create_task(client_mod._eager(fails()))  # raised in the task, as if it had run there
-        with pytest.raises(OSError, match="socket gone"):
-            await task
-
-        async def writes() -> None:
-            log.append("written")
-
-        done = client_mod._task_factory(loop, client_mod._eager(writes()))
-        assert done.done() and done.result() is None and log[-1] == "written"  # no task left to run
-        other = client_mod._task_factory(loop, asyncio.sleep(0))
-        assert isinstance(other, asyncio.Task) and await other is None
-
-    asyncio.run(main())
-
-
 @pytest.mark.parametrize("env,path,reason", [({}, "tap", None),
                                              ({"TPSLOAD_READ_LOOP": "1"}, "readany", "TPSLOAD_READ_LOOP=1")])
 def test_result_says_which_read_path_measured(mock_server, tmp_path, env, path, reason):

@@ -28,6 +28,7 @@ except ImportError:  # a later aiohttp: _tap_problem() says so, and streams are 
     ResponseHandler = None  # type: ignore[assignment,misc]
 
 from tpsload.config import RunConfig, redact
+from tpsload.core import eager
 from tpsload.core.tokens import apply_counts
 from tpsload.protocol.openai import Decoded, StreamDecoder, decode_body, error_from_body
 from tpsload.records import ConnectionUse, ErrorClass, RequestRecord
@@ -76,81 +77,22 @@ class _Request(aiohttp.ClientRequest):
 
     aiohttp writes the body on a task of its own, made from this coroutine (its signature differs across
     aiohttp versions, hence *args); where that task would start only after every task already due, the
-    coroutine is started here, in the sending task (see _eager)."""
+    coroutine is started here, in the sending task (core.eager).
+
+    On Python 3.11 aiohttp's writer task starts only after every task already due: when a wave of
+    requests ends together (a batch finishing in one decode step), every new request's bytes would wait
+    until the whole wave's requests were built, ~0.15 ms each. A small body is written without waiting,
+    so it is on the wire before the next request of the wave is built."""
 
     def write_bytes(self, *args: Any, **kw: Any) -> Any:  # a coroutine, as aiohttp's: it makes a task of it
         coro = self._write_stamped(*args, **kw)
-        return _eager(coro) if EAGER_WRITES else coro
+        return eager.start(coro) if EAGER_WRITES else coro
 
     async def _write_stamped(self, *args: Any, **kw: Any) -> None:
         await super().write_bytes(*args, **kw)
         rec = _CURRENT.get()
         if rec is not None:
             rec.t_written = perf_counter_ns()
-
-
-def _eager(coro: Any) -> Any:
-    """Run a coroutine now, up to its first wait (what Python 3.12's eager tasks do), and return one that
-    finishes it, for the task aiohttp makes.
-
-    On Python 3.11 aiohttp's writer task starts only after every task already due: when a wave of
-    requests ends together (a batch finishing in one decode step), every new request's bytes would wait
-    until the whole wave's requests were built, ~0.15 ms each. A small body is written without waiting,
-    so it is on the wire before the next request of the wave is built."""
-    try:
-        waiting = coro.send(None)
-    except StopIteration:
-        return _written()
-    except BaseException as e:  # raised in aiohttp's task, as if it had run there
-        return _raise(e)
-    return _resume(coro, waiting)
-
-
-async def _written() -> None:
-    """A write that is already done (see _task_factory)."""
-
-
-def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> "asyncio.Future[Any]":
-    """The loop's tasks, except for a request whose write is already done: aiohttp gets a finished future
-    for it, not a task still to run. aiohttp holds a response's connection until its writer task is done,
-    so a response that ended before that task had run (a short answer, an error) would keep its
-    connection from the next request, which then waits for one (measured: +60 µs of CPU a request
-    at c=64 with 2-token answers)."""
-    if getattr(coro, "cr_code", None) is _WRITTEN:
-        coro.close()
-        done = loop.create_future()
-        done.set_result(None)
-        return done
-    return asyncio.Task(coro, loop=loop, **kw)
-
-
-_WRITTEN = _written.__code__
-
-
-async def _raise(e: BaseException) -> Any:
-    raise e
-
-
-async def _resume(coro: Any, waiting: Any) -> Any:
-    """Drive `coro` on from where _eager left it, in this task: await what it waits on, hand back the
-    outcome (a cancel of this task cancels what it awaits, and the coroutine sees CancelledError there)."""
-    while True:
-        try:
-            if waiting is None:  # a bare yield: it asked only to run again later
-                await asyncio.sleep(0)
-            else:
-                waiting._asyncio_future_blocking = False  # taken up, as a task takes up what a coroutine yields
-                await waiting
-        except BaseException as e:
-            try:
-                waiting = coro.throw(e)
-            except StopIteration as done:
-                return done.value
-            continue
-        try:
-            waiting = coro.send(None)
-        except StopIteration as done:
-            return done.value
 
 
 class _Response(aiohttp.ClientResponse):
@@ -441,10 +383,8 @@ class Client:
         now = perf_counter_ns
         resp: aiohttp.ClientResponse | None = None
         _CURRENT.set(rec)
-        if EAGER_WRITES:
-            loop = asyncio.get_running_loop()
-            if loop.get_task_factory() is None:  # once per loop; a factory set by someone else is kept
-                loop.set_task_factory(_task_factory)
+        if EAGER_WRITES:  # a write done at once leaves aiohttp no task to wait for (eager.task_factory)
+            eager.install(asyncio.get_running_loop())
         while True:
             rec.t_send = now()
             if rec.t_sched is None:  # a caller that keeps no schedule: meant to go now
