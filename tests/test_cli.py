@@ -249,3 +249,11 @@ def test_ctrl_c_before_the_load_ends_the_run_at_once(mock_server, tmp_path, stag
     assert res["partial"] is True and "SIGINT" in res["stop_reason"]
     assert res["requests_started"] == 0 and res["accounting"]["balanced"]
     assert "Traceback" not in err
+
+
+def test_a_header_or_key_with_a_line_break_is_one_line_and_not_echoed():
+    p = tpsload("run", "--base-url", "http://127.0.0.1:9/v1", "--header", "X-Token: s3cret\nInjected: 1")
+    assert p.returncode == 2 and "--header 'X-Token'" in p.stderr and "s3cret" not in p.stderr + p.stdout
+    p = tpsload("run", "--base-url", "http://127.0.0.1:9/v1", env={"OPENAI_API_KEY": "sk-abc\n"})
+    assert p.returncode == 2 and "API key" in p.stderr and "sk-abc" not in p.stderr + p.stdout
+    assert len(p.stderr.strip().splitlines()) == 1

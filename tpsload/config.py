@@ -288,7 +288,12 @@ def parse_header(h: str) -> tuple[str, str]:
     name, sep, value = h.partition(":")
     if not sep or not name.strip():
         raise TpsloadError(f"--header {h.split(':')[0]!r}: expected 'Name: value'")
+    if _BREAKS.search(h):  # a value is never printed: it may be a secret
+        raise TpsloadError(f"--header {name.strip()!r}: its value holds a line break or NUL, which no HTTP header may")
     return name.strip(), value.strip()
+
+
+_BREAKS = re.compile(r"[\r\n\x00]")
 
 
 def parse_extra_body(s: str | None) -> dict[str, Any]:
@@ -519,6 +524,9 @@ def from_flags(o: dict[str, Any], given: set[str]) -> RunConfig:
                            "or --mock to benchmark the bundled mock server")
     base_url = check_base_url(base_url)
     headers = tuple(parse_header(h) for h in o["header"])
+    if o["api_key"] and _BREAKS.search(o["api_key"]):  # a key read from a file with its newline
+        raise TpsloadError("the API key (--api-key or OPENAI_API_KEY) holds a line break or NUL, which no HTTP "
+                           "header may: strip it")
     if split_userinfo(base_url)[1] is not None and (
             o["api_key"] or any(k.lower() == "authorization" for k, _ in headers)):
         raise TpsloadError("--base-url carries credentials (user:password@) and --api-key, OPENAI_API_KEY or an "
