@@ -40,7 +40,10 @@ def test_catalogue_reads_what_a_result_holds(results):
 
     res = load_json(results["A"])
     s = res["summary"]
+    assert s["requests_reasoning"] == 0 and "ttfa_ms" not in res["samples"]  # no thinking: TTFA is TTFT
     for m in cmp.METRICS:
+        if m.name in cmp.REASONING_ONLY:
+            continue
         assert m.key in s and (m.samples is None or m.samples in res["samples"]), m
         assert cmp.value(res, m) is not None, m
     # only throughputs and distribution statistics can be re-estimated from one run's requests
@@ -62,6 +65,7 @@ def test_a_result_against_itself(results, tmp_path):
            "tpot_p99": a["tpot_ms"]["p99"], "e2e_latency_p50": a["e2e_latency_ms"]["p50"],
            "decode_tps_p50": a["decode_tps"]["p50"]}
     r = rows(out)
+    assert "ttfa_p50" not in r  # a model that does not think: its TTFA is its TTFT, compared once
     for metric, v in own.items():
         assert r[metric]["base"] == r[metric]["other"] == pytest.approx(v), metric
         lo, hi = r[metric]["ci95"]
@@ -167,3 +171,22 @@ def test_repeats_report_spread_and_feed_the_intervals(mock_server, tmp_path):
     compare(tmp_path / "r1.json", tmp_path / "r2.json", "--json", out, check=0)
     tpot = rows(out)["tpot_p50"]
     assert tpot["ratio"] == pytest.approx(2.0, abs=0.05) and tpot["significant"]
+
+
+def test_time_to_the_first_answer_is_compared_for_thinking_models(mock_server, tmp_path):
+    """Two thinking models, 8 and 16 reasoning tokens at 10 ms each: the same TTFT, TTFA +80 ms. compare
+    finds the TTFA change (and only there: TTFA rows appear only where a model reasoned)."""
+    paths = {}
+    for r in (8, 16):
+        m = mock_server(ttft_ms=30, itl_ms=10, reasoning_tokens=r)
+        paths[r] = tmp_path / f"r{r}.json"
+        tpsload("run", "--base-url", m.base_url, "-c", "8", "-n", "48", "--max-tokens", "24", "--json", paths[r],
+                "-q", check=0)
+    out = tmp_path / "c.json"
+    compare(paths[8], paths[16], "--json", out, check=0)
+    r = rows(out)
+    assert r["ttfa_p50"]["other"] - r["ttfa_p50"]["base"] == pytest.approx(80, abs=15)
+    assert r["ttfa_p50"]["significant"] and r["ttfa_p50"]["ratio"] > 1.3
+    assert not r["ttft_p50"]["significant"]
+    compare(paths[8], paths[8], "--json", out, check=0)
+    assert "ttfa_p50" in rows(out)

@@ -61,6 +61,8 @@ METRICS: tuple[Metric, ...] = tuple(Metric(*row) for row in (
     ("ttft_p99",                   "ms",    False, "ttft_ms",                  "p99", "ttft_ms",        False),
     ("tpot_p50",                   "ms",    False, "tpot_ms",                  "p50", "tpot_ms",        False),
     ("tpot_p99",                   "ms",    False, "tpot_ms",                  "p99", "tpot_ms",        False),
+    ("ttfa_p50",                   "ms",    False, "ttfa_ms",                  "p50", "ttfa_ms",        False),
+    ("ttfa_p99",                   "ms",    False, "ttfa_ms",                  "p99", "ttfa_ms",        False),
     ("e2e_latency_p50",            "ms",    False, "e2e_latency_ms",           "p50", "e2e_latency_ms", False),
     ("e2e_latency_p99",            "ms",    False, "e2e_latency_ms",           "p99", "e2e_latency_ms", False),
     ("decode_tps_p50",             "tok/s", True,  "decode_tps",               "p50", "decode_tps",     False),
@@ -157,9 +159,16 @@ class Row:
         return (self.ratio > 1) == self.higher_is_better
 
 
+# compared only where a model reasoned (elsewhere TTFA is TTFT, already compared)
+REASONING_ONLY = frozenset({"ttfa_p50", "ttfa_p99"})
+
+
 def compare_pair(base: dict[str, Any], other: dict[str, Any], min_effect: float = 0.05) -> list[Row]:
     rows = []
+    reasoned = any((r.get("summary") or {}).get("requests_reasoning") for r in (base, other))
     for m in METRICS:
+        if m.name in REASONING_ONLY and not reasoned:
+            continue
         vb, vo = value(base, m), value(other, m)
         ratio = vo / vb if vb and vo is not None else None
         ci = ratio_ci(base, other, m) if ratio is not None else None

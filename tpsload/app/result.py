@@ -21,7 +21,7 @@ from tpsload.analysis.numbers import fmt
 from tpsload.analysis.sessions import SessionSummary, summarize_sessions
 from tpsload.analysis.stats import Dist, Summary
 from tpsload.config import RunConfig
-from tpsload.core.client import DEFERRED_WRITES, EAGER_WRITES, io_paths
+from tpsload.core.client import io_paths
 from tpsload.core.runner import RunState
 from tpsload.records import INLINE, OPTIONAL, ErrorClass, RequestRecord
 from tpsload.render import json as export_json
@@ -80,10 +80,11 @@ class ClientHealth:
 
 def client_health(state: RunState) -> ClientHealth:
     send, cap_wait = send_lags(state.records)
-    path = SendPath(state.records, deferred_writes=DEFERRED_WRITES and not EAGER_WRITES)
+    paths = state.io_paths or io_paths()
+    path = SendPath(state.records, deferred_writes=paths["write_path"] == "deferred")
     # the tap, or the public read loop where this aiohttp cannot be tapped
     health = ClientHealth(**verdict(state.lags.lags_ms, send, state.cpu_s, state.wall_s, cap_wait, path),
-                          **io_paths())
+                          **paths)
     if not state.workers:
         return health
     # several processes: CPU is judged per worker (each has its own core), the rest pooled: the send
@@ -108,6 +109,8 @@ class Samples:
     decode_tps: list[float | None]
     output_tokens: list[float | None]
     duration_s: float
+    # thinking models only (a run with reasoning requests): elsewhere TTFA is TTFT, already above
+    ttfa_ms: list[float | None] | None = field(default=None, metadata=OPTIONAL)
 
 
 SAMPLE_COLUMNS = tuple(f.name for f in fields(Samples) if f.name != "duration_s")
@@ -115,7 +118,8 @@ SAMPLE_COLUMNS = tuple(f.name for f in fields(Samples) if f.name != "duration_s"
 
 def samples(pr: stats.PerRequest, summary: Summary) -> Samples:
     # NaN: the request has no such value (null in the JSON)
-    cols = {c: [None if v != v else round(v, 4) for v in pr.cols[c].tolist()] for c in SAMPLE_COLUMNS}
+    cols = {c: [None if v != v else round(v, 4) for v in pr.cols[c].tolist()] for c in SAMPLE_COLUMNS
+            if c != "ttfa_ms" or summary.requests_reasoning}
     cols["output_tokens"] = [int(v) for v in pr.cols["output_tokens"].tolist()]  # a count, as it was
     return Samples(**cols, duration_s=summary.duration_s)
 
