@@ -109,11 +109,15 @@ def outcome(rec: RequestRecord) -> dict:
     }
 
 
-async def fetch(url: str, tap: bool, limit: int | None) -> RequestRecord:
-    client = Client(make_session(4, 30.0, False, force_close=True), url, {}, True, max_response_bytes=limit, tap=tap)
+async def fetch(url: str, fast: bool, limit: int | None, stream: bool = True) -> RequestRecord:
+    """One request, on the fast path (written on aiohttp's connection directly, read by the tap) or the
+    public one (ClientSession.post, read with readany())."""
+    client = Client(make_session(4, 30.0, False, force_close=True), url, {}, stream, max_response_bytes=limit,
+                    tap=fast, direct=fast)
     rec = RequestRecord(index=0)
     try:
-        assert client.tap is tap, client_mod.TAP_PROBLEM  # the differential test needs the tap to be usable
+        # the differential test needs the fast path to be usable
+        assert client.tap is fast and client.direct is fast, (client_mod.TAP_PROBLEM, client_mod.DIRECT_PROBLEM)
         await client.send(rec, b"{}")
     finally:
         await client.close()
@@ -135,11 +139,12 @@ def wire_server(request):
     loop.close()
 
 
-def both(wire_server, pieces: list[bytes], limit: int | None = None) -> tuple[RequestRecord, RequestRecord]:
+def both(wire_server, pieces: list[bytes], limit: int | None = None, stream: bool = True
+         ) -> tuple[RequestRecord, RequestRecord]:
     loop, server, url = wire_server
     server.pieces = pieces
-    tapped = loop.run_until_complete(fetch(url, True, limit))
-    plain = loop.run_until_complete(fetch(url, False, limit))
+    tapped = loop.run_until_complete(fetch(url, True, limit, stream))
+    plain = loop.run_until_complete(fetch(url, False, limit, stream))
     return tapped, plain
 
 
@@ -160,7 +165,7 @@ def responses(draw):
 
 @settings(max_examples=120, deadline=None)
 @given(responses())
-def test_tap_and_readany_make_identical_records(wire_server, case):
+def test_fast_and_public_paths_make_identical_records(wire_server, case):
     name, pieces, limit, complete = case
     tapped, plain = both(wire_server, pieces, limit)
     assert outcome(tapped) == outcome(plain), (name, pieces, limit)
@@ -172,6 +177,20 @@ def test_tap_and_readany_make_identical_records(wire_server, case):
     elif complete and name in ERROR_STREAMS:
         _, cls, n_chunks = ERROR_STREAMS[name]
         assert tapped.error_class == cls and len(tapped.chunk_times) == n_chunks, outcome(tapped)
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length", "close"])
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_whole_answers_and_errors_are_the_same_on_both_paths(wire_server, framing, gzipped):
+    body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "hello there"},
+                                    "finish_reason": "stop"}], "usage": USAGE | {"completion_tokens": 2}}).encode()
+    for pieces in ([wire(body, framing, [7, 30], None, gzipped)],
+                   [b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 2\r\n"
+                    b"Content-Length: 35\r\nConnection: close\r\n\r\n{\"error\": {\"message\": \"slow down\"}}"]):
+        fast, plain = both(wire_server, pieces, stream=False)
+        assert outcome(fast) == outcome(plain), pieces
+    assert fast.status == 429 and fast.error_class == "http_429" and "slow down" in fast.error, outcome(fast)
+    assert "Retry-After: 2" in fast.error
 
 
 def test_pieces_reach_the_tap_one_read_each(wire_server):
@@ -202,10 +221,12 @@ def test_oversized_stream_decodes_the_same_bytes_however_split(wire_server):
 def test_start_up_check_passes_on_this_aiohttp():
     """The declared aiohttp range is the tested one: on it the tap must be usable."""
     assert client_mod._tap_problem() is None
-    # and where aiohttp would write on a deferred task, the write is started in the sending task
-    write = "eager" if client_mod.DEFERRED_WRITES else "task"
-    assert client_mod.io_paths() == {"read_path": "tap", "read_path_reason": None, "write_path": write,
+    # requests are written on aiohttp's connections directly
+    assert client_mod._direct_problem() is None
+    assert client_mod.io_paths() == {"read_path": "tap", "read_path_reason": None, "write_path": "direct",
                                      "write_path_reason": None}
+    # and where that is off and aiohttp would write on a deferred task, the write starts in the sending task
+    assert client_mod.io_paths("off")["write_path"] == ("eager" if client_mod.DEFERRED_WRITES else "task")
 
 
 class _OtherLayout(aiohttp.StreamReader):
@@ -224,6 +245,41 @@ def test_start_up_check_falls_back_when_the_reader_changed(monkeypatch):
 def test_start_up_check_names_a_missing_method(monkeypatch, missing):
     monkeypatch.delattr(aiohttp.StreamReader, missing)
     assert client_mod._tap_problem() == f"aiohttp {aiohttp.__version__}: StreamReader has no {missing}()"
+
+
+def test_the_direct_path_check_falls_back_where_aiohttp_differs(monkeypatch):
+    def params(self, *, timer=None, skip_payload=False):  # a set_response_params that lost its keywords
+        pass
+
+    monkeypatch.setattr(client_mod.ResponseHandler, "set_response_params", params)
+    assert client_mod._direct_problem() == \
+        f"aiohttp {aiohttp.__version__}: ResponseHandler.set_response_params() takes no read_until_eof"
+    monkeypatch.undo()
+    monkeypatch.setattr(aiohttp.BaseConnector, "connect", lambda self, req: None)
+    assert "BaseConnector.connect() does not take (req, traces, timeout)" in client_mod._direct_problem()
+    monkeypatch.undo()
+    monkeypatch.setenv("TPSLOAD_SEND_PATH", "session")
+    assert client_mod._direct_problem() == "TPSLOAD_SEND_PATH=session"
+
+
+def test_a_header_aiohttp_would_refuse_sends_through_the_session(wire_server):
+    """A header value with a line break cannot go into the direct path's prebuilt head: that client sends
+    through ClientSession.post, whose own check fails the request, and says why it is not direct."""
+    loop, server, url = wire_server
+    server.pieces = [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+                     ev(chat_delta("hi"))]
+
+    async def one() -> tuple[Client, RequestRecord]:
+        c = Client(make_session(4, 30.0, False, force_close=True), url, {"X-Bad": "a\r\nInjected: 1"}, True)
+        rec = RequestRecord(index=0)
+        await c.send(rec, b"{}")
+        await c.close()
+        return c, rec
+
+    c, rec = loop.run_until_complete(one())
+    assert c.direct is False and c.direct_problem.startswith("ValueError")
+    assert c.paths()["write_path"] != "direct" and c.paths()["write_path_reason"].startswith("ValueError")
+    assert not rec.ok and rec.error_class == "connect" and "Injected" not in (rec.error or "")
 
 
 def test_start_up_check_needs_the_response_timer(monkeypatch):

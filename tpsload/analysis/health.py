@@ -81,11 +81,11 @@ class SendPath:
         if warm_p99 is not None:
             parts.append(f"p99 {warm_p99:.1f} ms on warm connections (limit {SEND_DELAY_MS:g} ms)")
         path_p99 = float(np.percentile(self.path_ms, 99))
-        hint = ("; here aiohttp writes each request on a task of its own, run after every task already due: "
-                "Python 3.12+ with aiohttp 3.10+ writes it at once") \
+        hint = ("; each request was written on a task of its own, run after every task already due "
+                "(client_health.write_path: deferred, and why)") \
             if self.deferred_writes and path_p99 > SEND_DELAY_MS else ""
         return (f"send path: {', '.join(parts)}; of which p99 {np.percentile(self.start_ms, 99):.1f} ms before "
-                f"the client began them and {path_p99:.1f} ms in aiohttp's request path{hint}")
+                f"the client began them and {path_p99:.1f} ms in the client's request path{hint}")
 
 
 def verdict(lags_ms: Sequence[float], send_lags_ms: Sequence[float], cpu_s: float, wall_s: float,

@@ -34,6 +34,7 @@ from tpsload.protocol.openai import Decoded, StreamDecoder, decode_body, error_f
 from tpsload.records import ConnectionUse, ErrorClass, RequestRecord
 
 _MAX_ERROR_BODY = 64 * 1024
+READ_BUFSIZE = 1 << 18  # one read buffer large enough for big chunks
 # pre-connect: each connection is opened by a GET of the API's model list, answered within this
 PRECONNECT_TIMEOUT_S = 30.0
 
@@ -122,7 +123,7 @@ def make_session(limit: int, timeout_s: float | None, insecure: bool,
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout_s),
-        read_bufsize=1 << 18,  # one read buffer large enough for big chunks
+        read_bufsize=READ_BUFSIZE,
         auto_decompress=True,
         trust_env=False,
         cookie_jar=aiohttp.DummyCookieJar(),  # a load test keeps no cookies: none to store or filter per request
@@ -303,16 +304,131 @@ EAGER_PROBLEM = _eager_problem()
 EAGER_WRITES = EAGER_PROBLEM is None
 
 
-def io_paths() -> dict[str, str | None]:
-    """How this process reads streamed responses and writes requests, for the result's client_health."""
-    if EAGER_WRITES:
-        write, why = "eager", None
+def io_paths(direct_problem: str | None = "") -> dict[str, str | None]:
+    """How this process reads streamed responses and writes requests, for the result's client_health.
+    `direct_problem`: why a client did not write requests directly (None: it did; default: this process's
+    start-up check)."""
+    if direct_problem == "":
+        direct_problem = DIRECT_PROBLEM
+    if direct_problem is None:
+        write, why = "direct", None
+    elif EAGER_WRITES:
+        write, why = "eager", direct_problem
     elif not DEFERRED_WRITES:
-        write, why = "task", None  # aiohttp starts its writer task eagerly itself
+        write, why = "task", direct_problem  # aiohttp starts its writer task eagerly itself
     else:
-        write, why = "deferred", EAGER_PROBLEM
+        write, why = "deferred", f"{direct_problem}; {EAGER_PROBLEM}"
     return {"read_path": "readany" if TAP_PROBLEM else "tap", "read_path_reason": TAP_PROBLEM,
             "write_path": write, "write_path_reason": why}
+
+
+def _direct_problem() -> str | None:
+    """Why requests cannot be sent on aiohttp's connections directly here; None when they can.
+
+    The direct path leans on aiohttp internals that ClientSession itself uses for every request and no
+    release promises to keep: connector.connect(req, traces, timeout) hands out a pooled Connection
+    (protocol, transport, release(), close()); its ResponseHandler takes set_response_params() with
+    these keywords, and its read() returns the (message, payload) of the next response. Checked once
+    per process; where any of it differs, requests go through ClientSession.post as before.
+    TPSLOAD_SEND_PATH=session turns it off, to measure what it changes."""
+    if os.environ.get("TPSLOAD_SEND_PATH") == "session":
+        return "TPSLOAD_SEND_PATH=session"
+    where = f"aiohttp {aiohttp.__version__}"
+    if sys.version_info < (3, 11):
+        return "Python < 3.11 (no asyncio.timeout for the request's own deadline)"
+    if ResponseHandler is None:
+        return f"{where}: no aiohttp.client_proto.ResponseHandler"
+    params = inspect.signature(ResponseHandler.set_response_params).parameters
+    for name in ("timer", "read_until_eof", "auto_decompress", "read_timeout", "read_bufsize"):
+        if name not in params:
+            return f"{where}: ResponseHandler.set_response_params() takes no {name}"
+    if not inspect.iscoroutinefunction(getattr(ResponseHandler, "read", None)):
+        return f"{where}: ResponseHandler.read() is not a coroutine function"
+    if list(inspect.signature(aiohttp.BaseConnector.connect).parameters)[1:] != ["req", "traces", "timeout"]:
+        return f"{where}: BaseConnector.connect() does not take (req, traces, timeout)"
+    for name in ("release", "close", "protocol", "transport"):
+        if not hasattr(aiohttp.connector.Connection, name):
+            return f"{where}: its Connection has no {name}"
+    return None
+
+
+# None: requests are written on aiohttp's pooled connections directly; else why through ClientSession.post
+DIRECT_PROBLEM = _direct_problem()
+
+
+class _Answer:
+    """A response read on aiohttp's connection directly: what Client.send uses of a ClientResponse."""
+
+    __slots__ = ("status", "headers", "content", "_conn", "_timer")
+
+    def __init__(self, conn: Any, message: Any, payload: aiohttp.StreamReader) -> None:
+        self.status = message.code
+        self.headers = message.headers
+        self.content = payload
+        self._conn = conn
+        self._timer = None  # the request's deadline is Client.send's own (asyncio.timeout)
+        # back to the pool the moment the body ends, as aiohttp's own response does
+        payload.on_eof(conn.release)
+
+    async def read(self) -> bytes:
+        return await self.content.read()
+
+    def release(self) -> None:
+        """Back to the pool when the whole answer was read; else the connection is closed (aiohttp's
+        protocol says which: should_close)."""
+        self._conn.release()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _Direct:
+    """Sends a request on one of aiohttp's pooled connections without ClientSession's per-request work.
+
+    ClientSession.post builds a ClientRequest (URL, headers, body payload, cookies, auth, proxy, ...),
+    a writer, a response object and their timers for every request: ~90 µs of CPU here, most of a
+    request's start. The request line and headers are made once, by aiohttp (the template request's
+    own headers: Host, Accept, Accept-Encoding, User-Agent, ours), and each request is one write of
+    them with its Content-Length and body; the answer is read by aiohttp's own protocol and parser.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, url: URL, headers: CIMultiDict[str]) -> None:
+        self.connector = session.connector
+        self.timeout = session.timeout
+        # the connection key, TLS settings and headers of every request to this URL
+        self.template = aiohttp.ClientRequest("POST", url, headers=headers, loop=asyncio.get_running_loop())
+        lines = [f"POST {url.raw_path_qs} HTTP/1.1"]
+        lines += [f"{k}: {v}" for k, v in self.template.headers.items() if k.lower() != "content-length"]
+        if self.connector.force_close:
+            lines.append("Connection: close")
+        if any("\r" in line or "\n" in line for line in lines):
+            raise ValueError("a header with a line break")  # aiohttp's writer refuses these too
+        self.head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("utf-8")
+
+    async def start(self, rec: RequestRecord, body: bytes) -> _Answer:
+        conn = await self.connector.connect(self.template, [], self.timeout)
+        try:
+            proto = conn.protocol
+            proto.set_response_params(timer=None, read_until_eof=True, auto_decompress=True, read_timeout=None,
+                                      read_bufsize=READ_BUFSIZE)
+            transport = conn.transport
+            if transport is None or transport.is_closing():  # closed by the server while pooled: retried
+                raise aiohttp.ServerDisconnectedError()
+            transport.write(b"%s%d\r\n\r\n%s" % (self.head, len(body), body))
+            rec.t_written = perf_counter_ns()
+            while True:
+                try:
+                    message, payload = await proto.read()
+                except aiohttp.http_exceptions.HttpProcessingError as e:
+                    raise aiohttp.ClientResponseError(self.template.request_info, (), status=e.code,
+                                                      message=e.message) from e
+                if not 100 <= message.code <= 199 or message.code == 101:
+                    break
+            rec.t_headers = perf_counter_ns()
+            return _Answer(conn, message, payload)
+        except BaseException:
+            conn.close()
+            raise
 
 
 class Client:
@@ -321,7 +437,8 @@ class Client:
     def __init__(self, session: aiohttp.ClientSession, url: str, headers: dict[str, str], stream: bool,
                  secrets: tuple[str, ...] = (), fresh_session: Callable[[], aiohttp.ClientSession] | None = None,
                  first_byte_timeout_s: float | None = None, max_response_bytes: int | None = None,
-                 tap: bool = True, preconnect_url: str | None = None, keep_text: bool = False) -> None:
+                 tap: bool = True, preconnect_url: str | None = None, keep_text: bool = False,
+                 direct: bool = True) -> None:
         self.session = session
         # multi-turn sessions resend each reply: its text is kept on the record even when usage counted it
         self.keep_text = keep_text
@@ -339,6 +456,26 @@ class Client:
         # time a pooled connection turns out to have been closed by the server.
         self._fresh_session = fresh_session
         self.sessions = [session]
+        # requests written on aiohttp's connections directly (_Direct), made for the current session
+        self.direct = direct and DIRECT_PROBLEM is None
+        self.direct_problem = DIRECT_PROBLEM if direct else "not asked for"
+        self._direct: _Direct | None = None
+
+    def paths(self) -> dict[str, str | None]:
+        """io_paths() as this client used them."""
+        return io_paths(None if self.direct else self.direct_problem)
+
+    def _direct_path(self) -> _Direct | None:
+        if not self.direct:
+            return None
+        d = self._direct
+        if d is None or d.connector is not self.session.connector:
+            try:
+                d = self._direct = _Direct(self.session, self.url, self.headers)
+            except (ValueError, TypeError, AttributeError) as e:  # headers aiohttp would refuse, an odd aiohttp
+                self.direct, self.direct_problem = False, f"{e.__class__.__name__}: {e}"
+                return None
+        return d
 
     def _reconnect(self) -> None:
         if self._fresh_session is not None:
@@ -378,10 +515,24 @@ class Client:
         """Send one request and fill `rec`. Never raises except CancelledError.
 
         The request's phases are stamped on `rec` by the session's connector, request and
-        response classes, which find it in this task's context."""
+        response classes, which find it in this task's context (on the direct path, by _Direct)."""
+        direct = self._direct_path()
+        total = self.session.timeout.total
+        if direct is None or not total:
+            return await self._send(rec, body, direct)
+        try:  # the session's total timeout, which the direct path does not go through
+            async with asyncio.timeout(total):
+                await self._send(rec, body, direct)
+        except TimeoutError:
+            if rec.t_first is not None:
+                self._fail(rec, ErrorClass.TIMEOUT_STREAM, "response not complete before the timeout")
+            else:
+                self._fail(rec, ErrorClass.TIMEOUT_FIRST_BYTE, "no response before the timeout")
+
+    async def _send(self, rec: RequestRecord, body: bytes, direct: _Direct | None) -> None:
         rec.stream = self.stream
         now = perf_counter_ns
-        resp: aiohttp.ClientResponse | None = None
+        resp: Any = None  # aiohttp's ClientResponse, or the direct path's _Answer
         _CURRENT.set(rec)
         if EAGER_WRITES:  # a write done at once leaves aiohttp no task to wait for (eager.task_factory)
             eager.install(asyncio.get_running_loop())
@@ -390,6 +541,13 @@ class Client:
             if rec.t_sched is None:  # a caller that keeps no schedule: meant to go now
                 rec.t_sched = rec.t_send
             try:
+                if direct is not None:
+                    if self.first_byte_timeout_s:
+                        async with asyncio.timeout(self.first_byte_timeout_s):
+                            resp = await direct.start(rec, body)
+                    else:
+                        resp = await direct.start(rec, body)
+                    break
                 req = self.session.post(self.url, data=body, headers=self.headers)
                 if self.first_byte_timeout_s:
                     resp = await asyncio.wait_for(req, self.first_byte_timeout_s)
@@ -406,12 +564,15 @@ class Client:
                     rec.retries = 1
                     rec.t_connected = rec.t_written = rec.t_headers = rec.connection = None
                     self._reconnect()
+                    direct = self._direct_path()
                     continue
                 return self._fail(rec, ErrorClass.DISCONNECT, f"connection lost before the response: {e}")
             except asyncio.TimeoutError:
                 return self._fail(rec, ErrorClass.TIMEOUT_FIRST_BYTE, "no response before the first-byte timeout")
             except aiohttp.ClientError as e:
                 return self._fail(rec, ErrorClass.CONNECT, str(e) or e.__class__.__name__)
+            except ValueError as e:  # a request aiohttp refuses to write (a header with a line break)
+                return self._fail(rec, ErrorClass.CONNECT, f"cannot send the request: {e}")
         rec.status = resp.status
         close = False
         try:
@@ -444,7 +605,7 @@ class Client:
             else:
                 resp.release()
 
-    async def _read_stream(self, resp: aiohttp.ClientResponse, rec: RequestRecord) -> None:
+    async def _read_stream(self, resp: Any, rec: RequestRecord) -> None:
         content = resp.content
         sink = _Sink(self.max_response_bytes)
         # a reader of another class (a wrapper, an aiohttp change) is read the public way
@@ -471,7 +632,7 @@ class Client:
             # On cancel or error too: keep what was measured before it.
             self._finish(rec, sink.dec.close(perf_counter_ns()))
 
-    async def _tap_stream(self, resp: aiohttp.ClientResponse, rec: RequestRecord, sink: "_Sink") -> None:
+    async def _tap_stream(self, resp: Any, rec: RequestRecord, sink: "_Sink") -> None:
         """Bytes are stamped and parsed in aiohttp's data callback as they arrive; this task
         only waits for the end. No wake-up per chunk, and no task-switch delay in the stamps."""
         content = resp.content

@@ -94,6 +94,7 @@ class RunState:
     backend: dict[str, Any] | None = None
     live: LiveStats | None = None  # told of each request as it starts and ends (the live view, --serve-metrics)
     started: int = 0  # requests this process started (those not yet in `records` are in flight)
+    io_paths: dict[str, Any] | None = None  # how the client wrote requests and read answers (core.client.io_paths)
 
     def received(self, records: list[RequestRecord]) -> None:
         """Finished requests handed on by worker processes or Ray actors during the run."""
@@ -197,6 +198,7 @@ class Runner:
                 await self._phase(limit, deadline, warmup=False)
         finally:
             st.lags.stop()
+            st.io_paths = self.client.paths()  # at the end: a client may have left its direct path
             if ticker:
                 ticker.cancel()
             st.cpu_s, st.wall_s = st.cpu.read()
