@@ -28,7 +28,7 @@ llama-cpp-python: llama-server
 test: install-test llama-server llama-cpp-python
 	$(PY) -m pytest -q
 
-# The fast path reads aiohttp internals (core/client.py): its tests, and the end-to-end runs that go
+# The fast paths read aiohttp internals (core/client.py: the tap, the direct send): their tests, and the end-to-end runs that go
 # through it, again on the oldest aiohttp that pyproject.toml allows (`make test` has the newest).
 # Not the 64-connection timing run: there the mock's own aiohttp.web server of that age adds ~25 ms
 # to TTFT on two cores (measured: the client's share stays ~1 ms), more than that test's slack.
@@ -39,7 +39,7 @@ test-aiohttp-oldest:
 	$(OLDEST_VENV)/bin/python -m pip install -q --disable-pip-version-check -e . "aiohttp==$(AIOHTTP_OLDEST)" \
 		"pytest>=7" "hypothesis>=6" "pytest-timeout>=2"
 	$(OLDEST_VENV)/bin/python -c 'import aiohttp; assert aiohttp.__version__ == "$(AIOHTTP_OLDEST)", aiohttp.__version__'
-	$(OLDEST_VENV)/bin/python -m pytest -q tests/test_fastpath.py tests/test_run_mock.py tests/test_faults.py tests/test_phases.py \
+	$(OLDEST_VENV)/bin/python -m pytest -q tests/test_fastpath.py tests/test_eager.py tests/test_run_mock.py tests/test_faults.py tests/test_phases.py \
 		--deselect "tests/test_run_mock.py::test_streaming_timing_matches_mock[64-192]"
 
 # Without the real llama-server and the slow tests: a quick loop while editing.
