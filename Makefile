@@ -28,8 +28,9 @@ llama-cpp-python: llama-server
 test: install-test llama-server llama-cpp-python
 	$(PY) -m pytest -q
 
-# The fast paths read aiohttp internals (core/client.py: the tap, the direct send): their tests, and the end-to-end runs that go
-# through it, again on the oldest aiohttp that pyproject.toml allows (`make test` has the newest).
+# The fast paths read aiohttp internals (core/client.py: the tap, the direct send): their tests, and the
+# end-to-end runs that go through them, again on the oldest aiohttp that pyproject.toml allows (`make test`
+# has the newest).
 # Not the 64-connection timing run: there the mock's own aiohttp.web server of that age adds ~25 ms
 # to TTFT on two cores (measured: the client's share stays ~1 ms), more than that test's slack.
 AIOHTTP_OLDEST := $(shell sed -n 's/.*"aiohttp>=\([0-9.]*\),.*/\1/p' pyproject.toml)
