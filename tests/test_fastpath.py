@@ -186,9 +186,13 @@ def test_whole_answers_and_errors_are_the_same_on_both_paths(wire_server, framin
                                     "finish_reason": "stop"}], "usage": USAGE | {"completion_tokens": 2}}).encode()
     for pieces in ([wire(body, framing, [7, 30], None, gzipped)],
                    [b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 2\r\n"
-                    b"Content-Length: 35\r\nConnection: close\r\n\r\n{\"error\": {\"message\": \"slow down\"}}"]):
+                    b"Content-Length: 35\r\nConnection: close\r\n\r\n{\"error\": {\"message\": \"slow down\"}}"],
+                   [b"NOT HTTP AT ALL\r\n\r\n"], []):  # a malformed status line; a server that closes at once
         fast, plain = both(wire_server, pieces, stream=False)
         assert outcome(fast) == outcome(plain), pieces
+        if len(pieces) == 1 and pieces[0].startswith(b"HTTP/1.1 429"):
+            error = fast
+    fast = error
     assert fast.status == 429 and fast.error_class == "http_429" and "slow down" in fast.error, outcome(fast)
     assert "Retry-After: 2" in fast.error
 
