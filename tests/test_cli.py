@@ -249,3 +249,23 @@ def test_ctrl_c_before_the_load_ends_the_run_at_once(mock_server, tmp_path, stag
     assert res["partial"] is True and "SIGINT" in res["stop_reason"]
     assert res["requests_started"] == 0 and res["accounting"]["balanced"]
     assert "Traceback" not in err
+
+
+def test_commands_load_lazily_and_list_their_own_help_lines():
+    from click.utils import make_default_short_help
+
+    from tpsload.cli import COMMANDS, cli
+
+    # `tpsload --help` lists every command from the table without importing any of them
+    code = ("import sys; from tpsload.cli import main; sys.argv = ['tpsload', '--help']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print(sorted(m for m in sys.modules if m.startswith('tpsload.cli.')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-1] == "[]", p.stdout
+    for name, (_, _, line) in COMMANDS.items():
+        assert f"  {name}  " in p.stdout and make_default_short_help(line, 45).removesuffix("...") in p.stdout
+    # the table says what each command's own docstring says, so the two cannot drift apart
+    for name, (_, _, line) in COMMANDS.items():
+        cmd = cli.get_command(None, name)
+        assert cmd is not None and cmd.name == name and cmd.get_short_help_str(10_000) == line
