@@ -257,3 +257,24 @@ def test_a_header_or_key_with_a_line_break_is_one_line_and_not_echoed():
     p = tpsload("run", "--base-url", "http://127.0.0.1:9/v1", env={"OPENAI_API_KEY": "sk-abc\n"})
     assert p.returncode == 2 and "API key" in p.stderr and "sk-abc" not in p.stderr + p.stdout
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_commands_load_lazily_and_list_their_own_help_lines():
+    import click
+
+    from tpsload.cli import COMMANDS, cli
+
+    # `tpsload --help` lists every command from the table without importing any of them
+    code = ("import sys; from tpsload.cli import main; sys.argv = ['tpsload', '--help']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print(sorted(m for m in sys.modules if m.startswith('tpsload.cli.')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-1] == "[]", p.stdout
+    for name, (_, _, line) in COMMANDS.items():
+        shown = click.Command(name, help=line).get_short_help_str(45).removesuffix("...")
+        assert f"  {name}  " in p.stdout and shown in p.stdout
+    # the table says what each command's own docstring says, so the two cannot drift apart
+    for name, (_, _, line) in COMMANDS.items():
+        cmd = cli.get_command(None, name)
+        assert cmd is not None and cmd.name == name and cmd.get_short_help_str(10_000) == line

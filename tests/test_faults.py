@@ -149,3 +149,21 @@ def test_fault_specs():
     a = FaultPlan((parse_fault("reset:p=0.5"),), seed=7)
     b = FaultPlan((parse_fault("reset:p=0.5"),), seed=7)
     assert [a.pick(i) for i in range(50)] == [b.pick(i) for i in range(50)]
+
+
+def test_a_stopped_mock_ends_at_once_with_a_request_stalled():
+    # a handler asleep in a stall (its client long gone) must not hold the mock's exit: stop() sends SIGTERM and
+    # would wait 5 s before SIGKILL, which every test that stalls a request paid in its teardown
+    import urllib.request
+
+    from tpsload.mock import MockProcess
+
+    with MockProcess(ttft_ms=1, itl_ms=1, fault=["stall_first:n=1"], stall_s=60) as m:
+        body = json.dumps({"model": "tpsload-mock", "messages": [{"role": "user", "content": "hi"}]}).encode()
+        req = urllib.request.Request(m.base_url + "/chat/completions", body, {"Content-Type": "application/json"})
+        with pytest.raises(OSError):  # TimeoutError (an OSError): the stall holds the reply
+            urllib.request.urlopen(req, timeout=0.5)
+        t = time.monotonic()
+        m.stop()
+        took = time.monotonic() - t
+    assert m.proc.returncode == 0 and took < 3, (m.proc.returncode, took)

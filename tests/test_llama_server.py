@@ -115,8 +115,9 @@ def test_sweep_shows_the_slots(llama_server, tmp_path):
     # up to 16: the plateau past the 4 slots needs two levels to be seen as one. 24 requests, so that at 16
     # the steady window (16 in flight) holds refills too. On two cores shared with the client the same level
     # reads up to ~15 % apart from run to run (c=4: 95-112 tok/s over four runs), and at 8 a queued request
-    # is ready the moment a slot frees, which adds a few % over 4: hence a 12 % tolerance, not the 5 % default
-    p = tpsload("sweep", "--base-url", srv.base_url, "-c", "1,2,4,8,16", "-n", "24", "--max-tokens", "24",
+    # is ready the moment a slot frees, which adds a few % over 4: hence a 12 % tolerance, not the 5 % default.
+    # No level 2: nothing is judged there, and its 24 requests cost ~10 s of two cores
+    p = tpsload("sweep", "--base-url", srv.base_url, "-c", "1,4,8,16", "-n", "24", "--max-tokens", "24",
                 "--ignore-eos", "--endpoint", "completions", "--slo", "ttft_p90<=500ms", "--json", str(out),
                 "--plot", str(plots), "--no-early-stop", "--saturation-tolerance", "12%", check=0, timeout=600)
     sweep = load_json(out)
@@ -129,5 +130,5 @@ def test_sweep_shows_the_slots(llama_server, tmp_path):
     assert levels[16]["ttft_ms"]["p50"] > 1.5 * levels[8]["ttft_ms"]["p50"]
     # either 4 or 8 may be the first level within the tolerance of the best, but never 1 or 16 (growing
     # to the end), and the report must say it stopped growing
-    assert sweep["saturation"]["level"] in (2, 4, 8) and "stops growing" in p.stdout, (t, sweep["saturation"])
+    assert sweep["saturation"]["level"] in (4, 8) and "stops growing" in p.stdout, (t, sweep["saturation"])
     assert sweep["slo_frontier"]["level"] == 4 and "SLO frontier" in p.stdout

@@ -73,7 +73,7 @@ def _actor_pids():
 def test_a_lost_actor_leaves_a_partial_result_naming_it(mock_server, tmp_path):
     m = mock_server(ttft_ms=10, itl_ms=5)
     out = tmp_path / "r.json"
-    proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n", "300",
+    proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n", "120",
                              "--max-tokens", "20", "--workers", "2", "--ray", "--json", str(out), "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, **RAY_ENV))
@@ -88,7 +88,7 @@ def test_a_lost_actor_leaves_a_partial_result_naming_it(mock_server, tmp_path):
     _, err = proc.communicate(timeout=180)
     res = load_json(out)
     assert res["partial"] is True and "Ray worker" in res["stop_reason"] and "lost" in res["stop_reason"]
-    assert 0 < res["summary"]["requests_ok"] < 300 and res["accounting"]["balanced"]
+    assert 0 < res["summary"]["requests_ok"] < 120 and res["accounting"]["balanced"]
     assert len(res["client_health"]["workers"]) == 1
     assert "Traceback" not in err
 

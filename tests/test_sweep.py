@@ -166,8 +166,9 @@ def test_sweep_stops_early_when_flat_and_missing_slos(mock_server, tmp_path):
 def test_interrupted_sweep_resumes(mock_server, tmp_path):
     m = mock_server(ttft_ms=20, itl_ms=10)
     out = tmp_path / "s.json"
+    # 24 tokens: levels 3 and 4 still take ~1.8 s after level 2 is saved, for the SIGINT to land in them
     args = [sys.executable, "-m", "tpsload", "sweep", "--base-url", m.base_url, "-c", "1,2,3,4", "-n", "12",
-            "--max-tokens", "40", "--json", str(out), "--no-early-stop", "-q"]
+            "--max-tokens", "24", "--json", str(out), "--no-early-stop", "-q"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -189,7 +190,7 @@ def test_interrupted_sweep_resumes(mock_server, tmp_path):
     for old, new in zip(finished, final["levels"], strict=False):
         assert old["started_at"] == new["started_at"] and old["clock"] == new["clock"]
     # a different workload cannot be resumed into this file
-    p = subprocess.run(args[:-1] + ["--max-tokens", "41", "--resume"], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(args[:-1] + ["--max-tokens", "25", "--resume"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "max_tokens" in p.stderr
 
 

@@ -149,8 +149,9 @@ def _running(pid):
 def test_a_killed_worker_leaves_a_partial_result_naming_it(mock_server, tmp_path):
     m = mock_server(ttft_ms=10, itl_ms=5)
     out = tmp_path / "r.json"
+    # 120: the survivor still runs its 60 (~3 s) after the kill, which comes at the 8th request
     proc = subprocess.Popen([sys.executable, "-m", "tpsload", "run", "--base-url", m.base_url, "-c", "4", "-n",
-                             "400", "--max-tokens", "20", "--workers", "2", "--json", str(out), "-q"],
+                             "120", "--max-tokens", "20", "--workers", "2", "--json", str(out), "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     victims = _workers_of(proc.pid, 2)
     wait_until(lambda: mock_arrivals(m) >= 8, "the load to be under way")
@@ -158,7 +159,7 @@ def test_a_killed_worker_leaves_a_partial_result_naming_it(mock_server, tmp_path
     _, err = proc.communicate(timeout=120)
     res = load_json(out)
     assert res["partial"] is True and f"worker pid {victims[0]} died" in res["stop_reason"]
-    assert 0 < res["summary"]["requests_ok"] < 400
+    assert 0 < res["summary"]["requests_ok"] < 120
     assert len(res["client_health"]["workers"]) == 1
     assert "Traceback" not in err
 

@@ -2,34 +2,61 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from tpsload import __version__
-from tpsload.cli.calibrate import calibrate_command
-from tpsload.cli.compare import compare_command
-from tpsload.cli.matrix import matrix_command
-from tpsload.cli.mock import mock_command
-from tpsload.cli.report import report_command
-from tpsload.cli.run import run_command
-from tpsload.cli.sweep import sweep_command
 from tpsload.errors import TpsloadError
 
+# name -> (module under tpsload.cli, its click command, the help line `tpsload --help` lists). A command's module
+# is imported only when that command runs or shows its help: importing them all cost every start-up ~0.6 CPU-s
+# (numpy, aiohttp, rich, ...). test_cli checks each help line against the command's own docstring.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("run", "run_command", "Measure a server under load: TTFT, ITL, TPOT, latency and tokens/s."),
+    "sweep": ("sweep", "sweep_command",
+              "Run the same load at rising levels; report the saturation point and the SLO frontier."),
+    "matrix": ("matrix", "matrix_command",
+               "Start a server per configuration, measure each, stop it; say which configuration carries the most "
+               "load."),
+    "mock": ("mock", "mock_command",
+             "Serve /v1/chat/completions, /v1/completions, /v1/models and /health with exact timing."),
+    "calibrate": ("calibrate", "calibrate_command",
+                  "Measure tpsload's own timing error and ceiling here, against a local server with exact arrival "
+                  "and send times."),
+    "compare": ("compare", "compare_command",
+                "Compare results with BASE: each metric as a ratio with a 95 % bootstrap interval."),
+    "report": ("report", "report_command",
+               "Write a self-contained report of runs or sweeps; with several, each compared with the first."),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported by name from COMMANDS when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attr, _ = COMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(f"tpsload.cli.{module}"), attr), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # the same rows click writes, from the table, so listing the commands imports none of them
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        rows = [(name, click.Command(name, help=COMMANDS[name][2]).get_short_help_str(limit))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tpsload")
 def cli() -> None:
     """Load tester for OpenAI-compatible LLM servers."""
-
-
-cli.add_command(run_command)
-cli.add_command(sweep_command)
-cli.add_command(matrix_command)
-cli.add_command(mock_command)
-cli.add_command(calibrate_command)
-cli.add_command(compare_command)
-cli.add_command(report_command)
 
 
 def main() -> None:

@@ -513,7 +513,9 @@ def _abort(request: web.Request) -> None:
 
 async def serve(cfg: MockConfig, ready_line: bool = True) -> None:
     server = MockServer(cfg)
-    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+    # stopped, it drops what is still in flight: a handler asleep in a stall or a --metrics-delay would hold
+    # the exit for aiohttp's default 60 s (and whoever stops it, for its SIGKILL timeout)
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False, shutdown_timeout=0.25)
     await runner.setup()
     tls = None
     if cfg.tls_cert:
