@@ -18,6 +18,7 @@ from tpsload.config import RunConfig
 from tpsload.core.client import open_client
 from tpsload.core.live import LiveStats
 from tpsload.core.runner import Runner, RunState
+from tpsload.render.prometheus import MetricsEndpoint
 from tpsload.workload.prepare import params
 from tpsload.workload.spec import RequestSpec, Workload
 
@@ -230,3 +231,17 @@ def test_a_request_that_ends_in_an_internal_error_is_counted_out_of_flight(mock_
     state = asyncio.run(main())
     assert state.live.totals().in_flight == 0
     assert 1 in {r.index for r in state.records}
+
+
+def test_the_final_scrape_counts_once_its_answer_was_sent_whole():
+    # a run with --serve-metrics-linger ends after one scrape of its final numbers: it must not end while
+    # that answer is still being written (the process would exit under it, and the scraper get half a page)
+    live = LiveStats()
+    live.final = True
+    with MetricsEndpoint(live, "127.0.0.1", 0) as ep:
+        list(ep.collector.collect())  # the numbers gathered, nothing sent yet
+        assert not ep.collector.final_scraped.is_set()
+        with urllib.request.urlopen(ep.url, timeout=10) as r:
+            text = r.read().decode()
+        assert text.rstrip().endswith("tpsload_run_finished 1.0")
+        assert ep.linger(5)  # set once the handler had written the answer

@@ -50,7 +50,8 @@ class LiveCollector(Collector):
 
     def __init__(self, live: LiveStats) -> None:
         self.live = live
-        self.final_scraped = threading.Event()  # a scrape saw the final numbers
+        self.final_scraped = threading.Event()  # a scrape's answer with the final numbers was sent whole
+        self._served = threading.local()  # per scrape (each is answered on a thread of its own): was it final
 
     def collect(self) -> Iterator[Any]:
         final = self.live.final
@@ -97,13 +98,25 @@ class LiveCollector(Collector):
                                 "limits (loop lag, CPU, send delay).", value=1 if v.client_bound else 0)
         yield GaugeMetricFamily("tpsload_run_finished", "1 once the load is over: the counters are final.",
                                 value=1 if final else 0)
-        if final:
+        self._served.final = final
+
+    def sent(self) -> None:
+        """This thread's scrape has been answered whole: if it had the final numbers, the run may end (had it
+        ended on collect(), the process could exit while the answer was still being written)."""
+        if getattr(self._served, "final", False):
             self.final_scraped.set()
 
 
 class _Quiet(WSGIRequestHandler):
+    collector: LiveCollector | None = None
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         pass
+
+    def handle(self) -> None:
+        super().handle()  # the request answered, the answer written
+        if self.collector is not None:
+            self.collector.sent()
 
 
 class MetricsEndpoint:
@@ -117,7 +130,8 @@ class MetricsEndpoint:
             family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
             server_class = type("Server", (ThreadingMixIn, WSGIServer), {"daemon_threads": True,
                                                                           "address_family": family})
-            self.server = make_server(host, port, make_wsgi_app(registry), server_class, handler_class=_Quiet)
+            handler = type("Handler", (_Quiet,), {"collector": self.collector})
+            self.server = make_server(host, port, make_wsgi_app(registry), server_class, handler_class=handler)
         except OSError as e:
             raise TpsloadError(f"--serve-metrics {host}:{port}: {e.strerror or e}") from None
         self.port = self.server.server_port
