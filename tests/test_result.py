@@ -79,7 +79,8 @@ def test_closed_loop_result_is_typed_and_written_with_todays_keys(mock_server):
     assert list(result) == TOP + ["model", "server_metrics"]
     assert list(result["summary"]) == SUMMARY + ["goodput", "goodput_tokens"] + REASONING
     assert list(result["client_health"]) == HEALTH and list(result["summary"]["ttft_ms"]) == DIST
-    assert list(result["samples"]) == [*SAMPLE_COLUMNS, "duration_s"]
+    # ttfa_ms only where a request reasoned (this mock's do not)
+    assert list(result["samples"]) == [*(c for c in SAMPLE_COLUMNS if c != "ttfa_ms"), "duration_s"]
     assert result["label"] == "L" and result["tags"] == {"gpu": "none"} and result["config"]["slos"] == [
         "ttft_p99<=2s", "error_rate<=1%"]
 
