@@ -74,16 +74,14 @@ class _Connector(aiohttp.TCPConnector):
 
 
 class _Request(aiohttp.ClientRequest):
-    """Stamps when the request's last byte was handed to the socket, and has it handed over at once.
+    """Stamps when the request's last byte was handed to the socket, and has it handed over at once
+    (used where requests go through ClientSession.post rather than the direct path, _Direct).
 
     aiohttp writes the body on a task of its own, made from this coroutine (its signature differs across
-    aiohttp versions, hence *args); where that task would start only after every task already due, the
-    coroutine is started here, in the sending task (core.eager).
-
-    On Python 3.11 aiohttp's writer task starts only after every task already due: when a wave of
-    requests ends together (a batch finishing in one decode step), every new request's bytes would wait
-    until the whole wave's requests were built, ~0.15 ms each. A small body is written without waiting,
-    so it is on the wire before the next request of the wave is built."""
+    aiohttp versions, hence *args). On Python 3.11 that task starts only after every task already due: when
+    a wave of requests ends together (a batch finishing in one decode step), every new request's bytes
+    would wait until the whole wave's requests were built, ~0.15 ms each. So the coroutine is started here,
+    in the sending task (core.eager): a small body is on the wire before the next request is built."""
 
     def write_bytes(self, *args: Any, **kw: Any) -> Any:  # a coroutine, as aiohttp's: it makes a task of it
         coro = self._write_stamped(*args, **kw)
