@@ -1,7 +1,6 @@
 """core.eager: a coroutine run at once, up to its first wait, and finished in a task."""
 
 import asyncio
-import contextvars
 
 import pytest
 
@@ -54,39 +53,5 @@ def test_a_started_coroutine_runs_now_and_finishes_in_a_task():
         assert done.done() and done.result() is None and log[-1] == "written"  # no task left to run
         other = eager.task_factory(loop, asyncio.sleep(0))
         assert isinstance(other, asyncio.Task) and await other is None
-
-    asyncio.run(main())
-
-
-def test_spawn_sends_before_the_callbacks_already_due():
-    """An eager task's first step runs before anything the loop already had to do; a plain task's after."""
-    var: contextvars.ContextVar[str] = contextvars.ContextVar("v", default="caller")
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        order: list[str] = []
-
-        async def req(name: str) -> str:
-            order.append(name)
-            var.set(name)  # in a context of its own, as a task's
-            await asyncio.sleep(0)
-            return var.get()
-
-        loop.call_soon(order.append, "due")
-        plain = loop.create_task(req("plain"))
-        now = eager.spawn(req("eager"), loop)
-        assert order == ["eager"] and var.get() == "caller"
-        assert await now == "eager" and await plain == "plain"
-        assert order == ["eager", "due", "plain"]
-
-        eager.install(loop)
-        t = eager.spawn(asyncio.sleep(0, "x"), loop)  # a bare yield: finished in its task
-        assert await t == "x"
-
-        async def at_once() -> int:
-            return 5
-
-        t = eager.spawn(at_once(), loop)  # over before any wait: with the factory, already a finished future
-        assert t.done() and t.result() == 5
 
     asyncio.run(main())

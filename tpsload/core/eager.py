@@ -1,16 +1,17 @@
 """Coroutines started at once, in the caller's step: Python 3.12's eager tasks, on 3.11 too.
 
 A task made with create_task starts only after every callback already due. For a load tester that is
-the difference between a request sent when it is due and one sent after everything else the loop had
-to do first (reading other streams, finishing other records): `spawn` runs a coroutine now, up to its
-first wait, and makes a task of the rest; `start` does the same for a coroutine someone else makes a
-task of (aiohttp's request writer, core.client).
+the difference between a request written when it is sent and one written after everything else the loop
+had to do first (building the rest of a wave of requests): `start` runs a coroutine now, up to its first
+wait, and returns one that finishes it, for whoever makes a task of it (aiohttp's request writer,
+core.client). Unlike Python 3.12's eager tasks, the first step runs in the caller's task, so it must not
+depend on which task it runs in (asyncio.current_task(), asyncio.timeout): aiohttp's writer does not
+until it is cancelled, which cannot happen before its first wait.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from typing import Any, Coroutine
 
 
@@ -24,12 +25,6 @@ def start(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
     except BaseException as e:
         return _raise(e)
     return _resume(coro, waiting)
-
-
-def spawn(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> "asyncio.Future[Any]":
-    """A task of `coro`, started now in a context of its own (as create_task would give it)."""
-    ctx = contextvars.copy_context()
-    return loop.create_task(ctx.run(start, coro), context=ctx)
 
 
 def task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> "asyncio.Future[Any]":
