@@ -12,6 +12,9 @@ until it is cancelled, which cannot happen before its first wait.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
+import contextvars
+from asyncio import tasks as _tasks
 from typing import Any, Coroutine
 
 
@@ -80,3 +83,78 @@ async def _resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> Any:
             waiting = coro.send(None)
         except StopIteration as done:
             return done.value
+
+
+# asyncio's own record of the task running on a loop (private, stable since Python 3.7, what its tasks and
+# 3.12's eager tasks use): spawn() registers the new task as current for its first step. Without them,
+# spawn() makes a plain task.
+_ENTER = getattr(_tasks, "_enter_task", None)
+_LEAVE = getattr(_tasks, "_leave_task", None)
+
+
+def spawn(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> "asyncio.Future[Any]":
+    """A task of `coro` whose first step runs now, up to its first wait, as Python 3.12's eager tasks do:
+    the task exists first and is the current one during that step (so asyncio.timeout, or anything else
+    that asks which task it runs in, gets this task), in its own context. The task goes on from there."""
+    if _ENTER is None or _LEAVE is None:
+        return loop.create_task(coro)
+    ctx = contextvars.copy_context()
+    first = _FirstStep(coro)
+    task = loop.create_task(first, context=ctx)
+    outer = _tasks.current_task(loop)
+    if outer is not None:
+        _LEAVE(loop, outer)
+    _ENTER(loop, task)
+    try:
+        ctx.run(first.step)
+    finally:
+        _LEAVE(loop, task)
+        if outer is not None:
+            _ENTER(loop, outer)
+    return task
+
+
+class _FirstStep(collections.abc.Coroutine):  # type: ignore[type-arg]
+    """A coroutine whose first step was already taken (step()): its task's first send() hands over what
+    that step waited on (or its outcome); after that, everything goes to the coroutine itself. A cancel
+    before the task's first turn is thrown into the coroutine where it waits, as a task would."""
+
+    __slots__ = ("coro", "started", "waiting", "done", "value", "error")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+        self.started = False  # the task has taken over
+        self.waiting: Any = None
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def step(self) -> None:
+        try:
+            self.waiting = self.coro.send(None)
+        except StopIteration as end:
+            self.done, self.value = True, end.value
+        except BaseException as e:  # raised in the task, as if it had run there
+            self.done, self.error = True, e
+
+    def send(self, value: Any) -> Any:
+        if self.started:
+            return self.coro.send(value)
+        self.started = True
+        if self.error is not None:
+            raise self.error
+        if self.done:
+            raise StopIteration(self.value)
+        return self.waiting
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:  # type: ignore[override]
+        self.started = True
+        if self.done:  # nothing left to throw it into
+            raise typ if val is None else val
+        return self.coro.throw(typ if val is None else val)
+
+    def close(self) -> None:
+        self.coro.close()
+
+    def __await__(self) -> Any:
+        raise TypeError("a task's first step is not awaited")

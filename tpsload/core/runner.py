@@ -17,6 +17,7 @@ from typing import Any, Callable, Coroutine, TypeVar
 
 from tpsload.analysis.ledger import Ledger
 from tpsload.config import RunConfig
+from tpsload.core import eager
 from tpsload.core.client import Client
 from tpsload.core.health import CpuMeter, LoopLagSampler
 from tpsload.core.live import LiveStats
@@ -392,9 +393,9 @@ class Runner:
 
     def _spawn(self, pending: set[asyncio.Task[Any]], coro: Coroutine[Any, Any, Any]) -> None:
         """An open loop's request (or conversation) as a task: in `pending` while it runs, and cancelled with
-        the rest by cancel_all(). (Not started eagerly, in this step: a request's first step enters its
-        deadline, asyncio.timeout, which binds to the task it runs in, and that would be this loop's.)"""
-        task = asyncio.get_running_loop().create_task(coro)
+        the rest by cancel_all(). Its first step runs now (core.eager.spawn): as a task of its own it would
+        begin only after every callback already due, and the request it sends would be late by all of them."""
+        task = eager.spawn(coro, asyncio.get_running_loop())
         pending.add(task)
         self._tasks.add(task)
         task.add_done_callback(pending.discard)
