@@ -1,12 +1,13 @@
 """Coroutines started at once, in the caller's step: Python 3.12's eager tasks, on 3.11 too.
 
 A task made with create_task starts only after every callback already due. For a load tester that is
-the difference between a request written when it is sent and one written after everything else the loop
-had to do first (building the rest of a wave of requests): `start` runs a coroutine now, up to its first
-wait, and returns one that finishes it, for whoever makes a task of it (aiohttp's request writer,
-core.client). Unlike Python 3.12's eager tasks, the first step runs in the caller's task, so it must not
-depend on which task it runs in (asyncio.current_task(), asyncio.timeout): aiohttp's writer does not
-until it is cancelled, which cannot happen before its first wait.
+the difference between a request sent when it is due and one sent after everything else the loop had to
+do first. `spawn` makes a task whose first step runs now, with the new task registered as the current
+one (an open-loop request). `start` runs a coroutine now, up to its first wait, in the caller's own
+task, and returns one that finishes it, for whoever makes a task of it (aiohttp's request writer,
+core.client): that first step must not depend on which task it runs in (asyncio.current_task(),
+asyncio.timeout), and aiohttp's writer does not until it is cancelled, which cannot happen before its
+first wait.
 """
 
 from __future__ import annotations
