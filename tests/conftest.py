@@ -40,17 +40,27 @@ def mock_server():
         m.stop()
 
 
-def tpsload(*args, timeout=120, env=None, check=None):
-    """Run the real CLI in a subprocess; returns CompletedProcess (text)."""
+def tpsload(*args, timeout=120, env=None, check=None, cpus=None):
+    """Run the real CLI in a subprocess (on the Linux CPUs `cpus` when given); returns CompletedProcess (text)."""
     e = dict(os.environ)
     e.pop("OPENAI_API_KEY", None)
     e.pop("OPENAI_BASE_URL", None)
     e.update(env or {})
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     p = subprocess.run([sys.executable, "-m", "tpsload", *args], capture_output=True, text=True, timeout=timeout,
-                       env=e, stdin=subprocess.DEVNULL)
+                       env=e, stdin=subprocess.DEVNULL, preexec_fn=pin)
     if check is not None:
         assert p.returncode == check, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
     return p
+
+
+def apart():
+    """(server CPUs, client CPUs): the last CPU this process may use for a server on this machine, the rest
+    for the client, so that neither takes the other's; (None, None) with fewer than two CPUs."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        return None, None
+    return {cpus[-1]}, set(cpus[:-1])
 
 
 def load_json(path):

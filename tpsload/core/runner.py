@@ -19,6 +19,7 @@ from tpsload.analysis.ledger import Ledger
 from tpsload.config import RunConfig
 from tpsload.core import eager
 from tpsload.core.client import Client
+from tpsload.core.clock import Alarm
 from tpsload.core.health import CpuMeter, LoopLagSampler
 from tpsload.core.live import LiveStats
 from tpsload.core.scheduler import concurrency_plan, open_plan, stage_at, stage_starts
@@ -29,9 +30,6 @@ from tpsload.workload.spec import Workload
 PROGRESS_INTERVAL_S = 0.25
 # the schedule starts a moment after it is computed, so the first send is not already late
 START_DELAY_NS = 20_000_000
-# the last stretch before a send is waited out by yielding to the loop, not by a timer:
-# timers wake up to a millisecond late, and a send more than 1 ms late counts as late
-SPIN_NS = 2_000_000
 # --max-error-rate is judged only once this many measured requests have finished
 MIN_REQUESTS_FOR_RATE = 20
 # the server is taken for gone after this many connection failures in a row (at least)
@@ -125,14 +123,6 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-async def _sleep_until(when: int) -> None:
-    delay = when - perf_counter_ns()
-    if delay > SPIN_NS:
-        await asyncio.sleep((delay - SPIN_NS) / 1e9)
-    while perf_counter_ns() < when:
-        await asyncio.sleep(0)
-
-
 class Runner:
     def __init__(self, cfg: RunConfig, client: Client, workload: Workload, state: RunState,
                  progress: Callable[[RunState], None] | None = None, share: Share | None = None) -> None:
@@ -148,6 +138,7 @@ class Runner:
         self._measured_done = 0
         self._measured_failed = 0
         self._prepared = False
+        self._alarm: Alarm | None = None  # the waits for due instants, while run() runs
         self._wanted = self._streams = self._stage = 0  # --stages, closed loop
 
     # -- stopping: --max-errors and the like here, signals through core/signals.py -------------------
@@ -176,15 +167,16 @@ class Runner:
         # collector's sight, or a full collection of it stalls the loop for ~10 ms mid-run.
         gc.collect()
         gc.freeze()
+        alarm = self._alarm = Alarm.open()
         ticker = asyncio.get_running_loop().create_task(self._tick()) if self.progress else None
         try:
             await self.prepare()
             cfg = self.cfg
             if self.share and self.share.start_ns:  # every worker starts on this instant
-                await _sleep_until(self.share.start_ns)
+                await self._until(self.share.start_ns)
             # the client's instruments cover the load only: not pre-flight, preparation or a start lead
             st.cpu.start()
-            st.lags.start()
+            st.lags.start(alarm)
             if cfg.load.rate:
                 await self._open_loop()
             elif cfg.load.stages:
@@ -201,10 +193,16 @@ class Runner:
             st.io_paths = self.client.paths()  # at the end: a client may have left its direct path
             if ticker:
                 ticker.cancel()
+            alarm.close()
             st.cpu_s, st.wall_s = st.cpu.read()
             if self.progress:
                 self.progress(st)
         return st
+
+    async def _until(self, when: int) -> None:
+        """Wait for `when` (perf_counter_ns) to the microsecond (core.clock), during run()."""
+        assert self._alarm is not None, "waits belong to run()"
+        await self._alarm.until(when)
 
     def _counted(self) -> int:
         """How many units of load (-n counts these) have been started: requests here."""
@@ -257,7 +255,7 @@ class Runner:
         try:
             for off, wanted, stage in plan:
                 when = t0 + round(off * 1e9)
-                await _sleep_until(when)
+                await self._until(when)
                 if st.stopping:
                     break
                 self._wanted, self._stage = wanted, stage
@@ -374,7 +372,8 @@ class Runner:
             for k, (i, when) in enumerate(plan):
                 if st.stopping or (deadline is not None and when >= deadline):
                     break
-                await _sleep_until(when)
+                self.workload.body(i)  # made (and kept) while there is time, not when it is due
+                await self._until(when)
                 if cap:
                     waited = cap.locked()
                     await cap.acquire()

@@ -16,7 +16,7 @@ from typing import Callable
 
 from tpsload.config import RunConfig
 from tpsload.core.client import Client
-from tpsload.core.runner import PROGRESS_INTERVAL_S, START_DELAY_NS, Runner, RunState, Share, _sleep_until
+from tpsload.core.runner import PROGRESS_INTERVAL_S, START_DELAY_NS, Runner, RunState, Share
 from tpsload.core.scheduler import open_plan
 from tpsload.records import RequestRecord
 from tpsload.workload.sessions import Sessions
@@ -76,7 +76,7 @@ class SessionRunner(Runner):
         while not st.stopping:
             left = due - perf_counter_ns()
             if left <= PROGRESS_INTERVAL_S * 1e9:
-                await _sleep_until(due)
+                await self._until(due)
                 return
             await asyncio.sleep(PROGRESS_INTERVAL_S)
 
@@ -101,7 +101,7 @@ class SessionRunner(Runner):
             for k, when in enumerate(times):
                 if st.stopping or (deadline is not None and when >= deadline):
                     break
-                await _sleep_until(when)
+                await self._until(when)
                 waited = bool(cap and cap.locked())
                 if cap:
                     await cap.acquire()

@@ -16,8 +16,13 @@ from tpsload.errors import TpsloadError
 class MockProcess:
     """`with MockProcess(ttft_ms=..., itl_ms=...) as m: m.base_url` -> a live mock on a free port."""
 
-    def __init__(self, startup_timeout_s: float = 20.0, module: str = "tpsload", **options: object) -> None:
+    def __init__(self, startup_timeout_s: float = 20.0, module: str = "tpsload", cpus: set[int] | None = None,
+                 **options: object) -> None:
         self.options = options
+        # Linux CPUs the server may run on: apart from the client's, a server on the same machine does not
+        # take the client's CPU each time a request wakes it (the kernel runs the woken reader where the
+        # writer was), which makes the client's sends late by the server's work
+        self.cpus = cpus
         self.module = module  # "tpsload" runs `tpsload mock`; "tpsload.mock.lean" the lean server
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen[str] | None = None
@@ -43,6 +48,8 @@ class MockProcess:
         self._err = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=self._err, text=True,
                                      env=env, start_new_session=True)
+        if self.cpus:
+            os.sched_setaffinity(self.proc.pid, self.cpus)
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
         deadline = time.monotonic() + self.startup_timeout_s
