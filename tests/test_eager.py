@@ -54,6 +54,25 @@ def test_a_started_coroutine_runs_now_and_finishes_in_a_task():
         assert done.done() and done.result() is None and log[-1] == "written"  # no task left to run
         other = eager.task_factory(loop, asyncio.sleep(0))
         assert isinstance(other, asyncio.Task) and await other is None
+        failed = eager.task_factory(loop, eager.start(fails()))  # an error is raised in a task, as before
+        with pytest.raises(OSError, match="socket gone"):
+            await failed
+
+        # or awaited where it is: on from its first wait (a future, a bare yield), its outcome, its error
+        fut = loop.create_future()
+        coro = eager.start(waits(fut))
+        loop.call_soon(fut.set_result, 9)
+        assert await coro == 9 and log[-2:] == ["started", 9]
+
+        async def yields() -> str:
+            log.append("before")
+            await asyncio.sleep(0)
+            return "after"
+
+        coro = eager.start(yields())
+        assert log[-1] == "before" and await coro == "after"
+        with pytest.raises(OSError, match="socket gone"):
+            await eager.start(fails())
 
     asyncio.run(main())
 

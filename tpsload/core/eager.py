@@ -2,12 +2,12 @@
 
 A task made with create_task starts only after every callback already due. For a load tester that is
 the difference between a request sent when it is due and one sent after everything else the loop had to
-do first. `spawn` makes a task whose first step runs now, with the new task registered as the current
-one (an open-loop request). `start` runs a coroutine now, up to its first wait, in the caller's own
-task, and returns one that finishes it, for whoever makes a task of it (aiohttp's request writer,
-core.client): that first step must not depend on which task it runs in (asyncio.current_task(),
-asyncio.timeout), and aiohttp's writer does not until it is cancelled, which cannot happen before its
-first wait.
+do first. `spawn` and `start` take a coroutine's first step at once and hand the rest over
+(_FirstStep): `spawn` makes a task whose first step runs now, with the new task registered as the current one (an open-loop
+request); `start` runs it in the caller's own task and returns a coroutine that finishes it, for whoever
+awaits it or makes a task of it (aiohttp's request writer, core.client): that first step must not
+depend on which task it runs in (asyncio.current_task(), asyncio.timeout), and aiohttp's writer does
+not until it is cancelled, which cannot happen before its first wait.
 """
 
 from __future__ import annotations
@@ -20,15 +20,12 @@ from typing import Any, Coroutine
 
 
 def start(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
-    """Run `coro` now, up to its first wait, and return a coroutine that finishes it where it is awaited
-    or made a task of. An exception raised before the first wait is raised there, as if it had run there."""
-    try:
-        waiting = coro.send(None)
-    except StopIteration as done:
-        return _finished(done.value)
-    except BaseException as e:
-        return _raise(e)
-    return _resume(coro, waiting)
+    """Run `coro` now, in the caller's task, up to its first wait, and return a coroutine that finishes it
+    where it is awaited or made a task of. An exception raised before the first wait is raised there, as
+    if it had run there."""
+    first = _FirstStep(coro)
+    first.step()
+    return first
 
 
 def task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> "asyncio.Future[Any]":
@@ -37,12 +34,10 @@ def task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> "asyn
     response that ended before that task had run (a short answer, an error) would keep its connection
     from the next request, which then waits for one (measured: +60 µs of CPU a request at c=64 with
     2-token answers)."""
-    if getattr(coro, "cr_code", None) is _FINISHED:
+    if type(coro) is _FirstStep and coro.done and coro.error is None and not coro.started:
+        coro.started = True
         done = loop.create_future()
-        try:
-            coro.send(None)
-        except StopIteration as end:
-            done.set_result(end.value)
+        done.set_result(coro.value)
         return done
     return asyncio.Task(coro, loop=loop, **kw)
 
@@ -51,39 +46,6 @@ def install(loop: asyncio.AbstractEventLoop) -> None:
     """Use task_factory on `loop` (once; a factory set by someone else is kept)."""
     if loop.get_task_factory() is None:
         loop.set_task_factory(task_factory)
-
-
-async def _finished(value: Any) -> Any:
-    return value
-
-
-_FINISHED = _finished.__code__
-
-
-async def _raise(e: BaseException) -> Any:
-    raise e
-
-
-async def _resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> Any:
-    """Drive `coro` on from where `start` left it, in this task: await what it waits on, hand back the
-    outcome (a cancel of this task cancels what it awaits, and the coroutine sees CancelledError there)."""
-    while True:
-        try:
-            if waiting is None:  # a bare yield: it asked only to run again later
-                await asyncio.sleep(0)
-            else:
-                waiting._asyncio_future_blocking = False  # taken up, as a task takes up what a coroutine yields
-                await waiting
-        except BaseException as e:
-            try:
-                waiting = coro.throw(e)
-            except StopIteration as done:
-                return done.value
-            continue
-        try:
-            waiting = coro.send(None)
-        except StopIteration as done:
-            return done.value
 
 
 # asyncio's own record of the task running on a loop (private, stable since Python 3.7, what its tasks and
@@ -116,9 +78,10 @@ def spawn(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> "a
 
 
 class _FirstStep(collections.abc.Coroutine):  # type: ignore[type-arg]
-    """A coroutine whose first step was already taken (step()): its task's first send() hands over what
-    that step waited on (or its outcome); after that, everything goes to the coroutine itself. A cancel
-    before the task's first turn is thrown into the coroutine where it waits, as a task would."""
+    """A coroutine whose first step was already taken (step()): the first send() of whoever drives it on
+    (a task, or an await) hands over what that step waited on (or its outcome); after that, everything
+    goes to the coroutine itself. A cancel before then is thrown into the coroutine where it waits, as a
+    task would."""
 
     __slots__ = ("coro", "started", "waiting", "done", "value", "error")
 
@@ -157,5 +120,8 @@ class _FirstStep(collections.abc.Coroutine):  # type: ignore[type-arg]
     def close(self) -> None:
         self.coro.close()
 
+    def __next__(self) -> Any:
+        return self.send(None)
+
     def __await__(self) -> Any:
-        raise TypeError("a task's first step is not awaited")
+        return self
