@@ -61,9 +61,10 @@ class Alarm:
             os.close(fd)
             return _Yielding(loop)
 
-    async def until(self, when: int) -> None:
-        """Return at `when` (perf_counter_ns) or at once if it has come, without yielding then."""
-        wake = when - LEAD_NS
+    async def until(self, when: int, lead_ns: int = LEAD_NS) -> None:
+        """Return at `when` (perf_counter_ns) or at once if it has come, without yielding then; the alarm
+        rings `lead_ns` before it (0: no yielding, and as late as the CPU is to wake)."""
+        wake = when - lead_ns
         if perf_counter_ns() < wake:
             fut = self._loop.create_future()
             heapq.heappush(self._due, (wake, next(self._order), fut))
@@ -111,7 +112,7 @@ class _Yielding(Alarm):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    async def until(self, when: int) -> None:
+    async def until(self, when: int, lead_ns: int = LEAD_NS) -> None:
         delay = when - perf_counter_ns()
         if delay > SPIN_NS:
             await asyncio.sleep((delay - SPIN_NS) / 1e9)

@@ -3,11 +3,11 @@
 A task made with create_task starts only after every callback already due. For a load tester that is
 the difference between a request sent when it is due and one sent after everything else the loop had to
 do first. `spawn` and `start` take a coroutine's first step at once and hand the rest over
-(_FirstStep): `spawn` makes a task whose first step runs now, with the new task registered as the current one (an open-loop
-request); `start` runs it in the caller's own task and returns a coroutine that finishes it, for whoever
-awaits it or makes a task of it (aiohttp's request writer, core.client): that first step must not
-depend on which task it runs in (asyncio.current_task(), asyncio.timeout), and aiohttp's writer does
-not until it is cancelled, which cannot happen before its first wait.
+(_FirstStep): `spawn` makes a task whose first step runs now, with the new task registered as the
+current one (an open-loop request); `start` runs it in the caller's own task and returns a coroutine
+that finishes it, for whoever awaits it or makes a task of it (aiohttp's request writer, core.client):
+that first step must not depend on which task it runs in (asyncio.current_task(), asyncio.timeout), and
+aiohttp's writer does not until it is cancelled, which cannot happen before its first wait.
 """
 
 from __future__ import annotations
