@@ -115,11 +115,38 @@ def test_mock_flag_runs_and_stops_its_server(tmp_path):
     tpsload("run", "--mock", "-c", "4", "-n", "8", "--max-tokens", "8", "--json", str(out), check=0)
     res = load_json(out)
     assert res["summary"]["requests_ok"] == 8
+    cpus = sorted(os.sched_getaffinity(0))  # the mock on the last CPU, the client on the others
+    apart = len(cpus) >= 2
+    assert res["mock"] == {"ttft_ms": 50.0, "itl_ms": 10.0, "cpus": cpus[-1:] if apart else None,
+                           "client_cpus": cpus[:-1] if apart else None}
     url = res["config"]["base_url"]
     import urllib.error
     import urllib.request
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url + "/models", timeout=2)
+
+
+def test_the_mock_and_the_client_are_kept_apart_for_the_block():
+    """serving(): the mock runs on the last CPU, this thread on the others until the block ends; not where
+    the client's processes would have fewer CPUs than there are of them, nor with Ray."""
+    from tpsload.app.target import MockSettings, apart, serving
+    from tpsload.config import RunConfig
+    from tpsload.mock import MockProcess
+
+    before = os.sched_getaffinity(0)
+    cpus = sorted(before)
+    cfg = RunConfig.of(base_url="http://127.0.0.1:1/v1", mock=True)
+    if len(cpus) < 2:
+        assert apart(cfg) is None
+        return
+    with serving(cfg, MockSettings()) as served:
+        assert os.sched_getaffinity(0) == set(cpus[:-1]) == set(served.mock["client_cpus"])
+        assert served.mock["cpus"] == cpus[-1:]
+    assert os.sched_getaffinity(0) == before
+    assert apart(cfg.replace(workers=len(cpus))) is None and apart(cfg.replace(ray_address="local")) is None
+    assert apart(cfg.replace(workers=len(cpus) - 1)) == ({cpus[-1]}, set(cpus[:-1]))
+    with MockProcess(cpus={cpus[0]}) as m:  # pinned as it starts
+        assert os.sched_getaffinity(m.proc.pid) == {cpus[0]}
 
 
 def test_json_to_stdout_and_table_to_stderr(tmp_path):

@@ -56,9 +56,11 @@ def exit_code(result: dict[str, Any], state: RunState, fail_on_slo: bool) -> tup
 
 def run(cfg: RunConfig, opts: RunOptions) -> RunOutcome:
     """Measure (starting and stopping the mock for --mock); always returns what was measured."""
-    with serving(cfg, opts.mock) as url:
-        result, state = measure_repeated(cfg.replace(base_url=url), opts.repeat, show_progress=opts.show_progress,
-                                         watch=opts.watch, records=opts.records)
+    with serving(cfg, opts.mock) as served:
+        result, state = measure_repeated(cfg.replace(base_url=served.url), opts.repeat,
+                                         show_progress=opts.show_progress, watch=opts.watch, records=opts.records)
+    if served.mock is not None:
+        result["mock"] = served.mock
     if opts.watch.live is not None:
         opts.watch.live.final = True
     code, message = exit_code(result, state, opts.fail_on_slo)

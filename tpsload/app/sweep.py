@@ -167,7 +167,7 @@ def run(opts: SweepOptions) -> SweepOutcome:
     records = RecordsFile(opts.records_path, append=True) if opts.records_path else None
     out = SweepOutcome(sweep)
     todo = [(value, level_config(cfg, value)) for value, cfg in opts.levels if value not in done]
-    with serving(first, opts.mock) as url, contextlib.closing(records) if records else contextlib.nullcontext():
+    with serving(first, opts.mock) as served, contextlib.closing(records) if records else contextlib.nullcontext():
         for i, (value, cfg) in enumerate(todo):
             name = sw.name(key, value)
             if opts.show_progress:
@@ -175,7 +175,7 @@ def run(opts: SweepOptions) -> SweepOutcome:
             try:
                 if records is not None:
                     records.extra, records.t0 = {"level": value}, None
-                result, state = measure_repeated(cfg.replace(base_url=url), opts.repeat,
+                result, state = measure_repeated(cfg.replace(base_url=served.url), opts.repeat,
                                                  show_progress=opts.show_progress, records=records)
             except TpsloadError as e:
                 if sweep["levels"]:  # keep what was measured, and say why the rest was not
