@@ -6,16 +6,16 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import load_json, tpsload
+from conftest import apart, load_json, tpsload
 
 TTFT, ITL, TOKENS = 100.0, 20.0, 32
 
 
-def run(base_url, tmp_path, *args, check=0):
+def run(base_url, tmp_path, *args, check=0, cpus=None):
     out = tmp_path / "r.json"
     rec = tmp_path / "r.jsonl"
     p = tpsload("run", "--base-url", base_url, "--json", str(out), "--records", str(rec), "--max-tokens",
-                str(TOKENS), *args, check=check)
+                str(TOKENS), *args, check=check, cpus=cpus)
     return load_json(out), [json.loads(line) for line in rec.read_text().splitlines()], p
 
 
@@ -33,11 +33,12 @@ TTFT_SLACK_MS = {1: 5.0, 16: 15.0, 64: 30.0}
 
 @pytest.mark.parametrize("concurrency,requests", [(1, 8), (16, 64), (64, 192)])
 def test_streaming_timing_matches_mock(mock_server, tmp_path, concurrency, requests):
-    m = mock_server(ttft_ms=TTFT, itl_ms=ITL)
+    server_cpus, client_cpus = apart()  # as `run --mock` keeps them
+    m = mock_server(ttft_ms=TTFT, itl_ms=ITL, cpus=server_cpus)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("".join(f"request {i}\n" for i in range(requests)))
     res, records, _ = run(m.base_url, tmp_path, "-c", str(concurrency), "-n", str(requests),
-                          "--prompt-file", str(prompts))
+                          "--prompt-file", str(prompts), cpus=client_cpus)
     s = res["summary"]
     assert s["requests_ok"] == requests and s["requests_failed"] == 0
     assert len(records) == requests
