@@ -26,7 +26,7 @@ from typing import Any, Callable
 SPIN_NS = 2_000_000  # the fallback's yielding wait: longer than a loop timer's error
 # The alarm rings this long before the instant, and the rest is waited out by yielding to the loop: a CPU
 # that went idle takes time to wake (measured on a 2-core VM: 35 µs after 1 ms idle, 220 µs after 10 ms),
-# and a loop that is busy then is not woken at all
+# one kept busy by the yields does not
 LEAD_NS = 300_000
 
 _Arm = Callable[[int, int], None]
