@@ -192,12 +192,12 @@ def test_live_stats_rolling_numbers_and_histograms():
     live.started(bad)
     live.finished(bad)
     v = live.view()
-    assert (v.ok, v.failed, v.by_class, v.in_flight) == (5, 1, {"http_5xx": 1}, 0)
+    assert (v.counts.ok, v.counts.failed, v.counts.by_class, v.counts.in_flight) == (5, 1, {"http_5xx": 1}, 0)
     assert v.ttft_p50_ms == pytest.approx(np.percentile(ttfts[:4], 50))
     assert v.ttft_p99_ms == pytest.approx(np.percentile(ttfts[:4], 99))
     assert v.tpot_p50_ms == pytest.approx(10.0)
     t = live.totals()
-    assert t.output_tokens == 25 and t.histograms["ttft"].count == 5 and t.histograms["itl"].count == 20
+    assert t.counts.output_tokens == 25 and t.histograms["ttft"].count == 5 and t.histograms["itl"].count == 20
     # le buckets: 10 ms falls in le=0.01, 200 ms in le=0.2
     cum = dict(t.histograms["ttft"].cumulative())
     assert (cum[0.005], cum[0.01], cum[0.025], cum[0.15], cum[0.2], cum[float("inf")]) == (0, 1, 2, 4, 5, 5)
@@ -229,7 +229,7 @@ def test_a_request_that_ends_in_an_internal_error_is_counted_out_of_flight(mock_
         return state
 
     state = asyncio.run(main())
-    assert state.live.totals().in_flight == 0
+    assert state.live.totals().counts.in_flight == 0
     assert 1 in {r.index for r in state.records}
 
 

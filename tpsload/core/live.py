@@ -80,8 +80,8 @@ class Histogram:
 
 
 @dataclass(frozen=True, slots=True)
-class Totals:
-    """The counters and histograms since the start (measured requests), as of one moment."""
+class Counts:
+    """The requests and tokens since the start, as of one moment (measured requests; warm-up apart)."""
 
     in_flight: int
     ok: int
@@ -91,6 +91,13 @@ class Totals:
     warmup_done: int
     output_tokens: int
     prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """The counts and histograms since the start, as of one moment (what --serve-metrics exports)."""
+
+    counts: Counts
     histograms: dict[str, Histogram]
 
 
@@ -99,13 +106,7 @@ class LiveView:
     """What the run looks like now: totals plus the last `window_s` seconds. None: nothing to say yet."""
 
     elapsed_s: float
-    in_flight: int
-    ok: int
-    failed: int
-    cancelled: int
-    by_class: dict[str, int]
-    warmup_done: int
-    output_tokens: int
+    counts: Counts
     window_s: float
     output_tps: float | None  # output tokens of the requests that finished in the window, per second
     request_rate: float | None
@@ -218,10 +219,12 @@ class LiveStats:
     def totals(self) -> Totals:
         with self._lock:
             self._flush()
-            return Totals(in_flight=self._in_flight, ok=self._ok, failed=self._failed, cancelled=self._cancelled,
-                          by_class=dict(self._by_class), warmup_done=self._warmup_done,
-                          output_tokens=self._output_tokens, prompt_tokens=self._prompt_tokens,
-                          histograms={k: h.copy() for k, h in self._hist.items()})
+            return Totals(self._counts(), {k: h.copy() for k, h in self._hist.items()})
+
+    def _counts(self) -> Counts:  # under the lock
+        return Counts(in_flight=self._in_flight, ok=self._ok, failed=self._failed, cancelled=self._cancelled,
+                      by_class=dict(self._by_class), warmup_done=self._warmup_done,
+                      output_tokens=self._output_tokens, prompt_tokens=self._prompt_tokens)
 
     def view(self) -> LiveView:
         now = perf_counter_ns()
@@ -238,8 +241,7 @@ class LiveStats:
             w0, c0 = self._cpu[0]
             if self._t0 is None and self._n:  # fed only at the end (worker processes)
                 self._t0 = int(np.nanmin(self._ring[: min(self._n, WINDOW_MAX), 0]))
-            tot = (self._in_flight, self._ok, self._failed, self._cancelled, dict(self._by_class),
-                   self._warmup_done, self._output_tokens)
+            counts = self._counts()
         elapsed = (now - self._t0) / 1e9 if self._t0 is not None else 0.0
         # the window is the whole run until the run is that long
         span = min(self.window_s, elapsed) if elapsed > 0 else None
@@ -257,8 +259,7 @@ class LiveStats:
         if slow is not None and slow > LATE_SHARE_LIMIT and sends.size >= 20:
             bound.append(f"{slow:.0%} of sends over {SEND_DELAY_MS:g} ms")
         return LiveView(
-            elapsed_s=elapsed, in_flight=tot[0], ok=tot[1], failed=tot[2], cancelled=tot[3], by_class=tot[4],
-            warmup_done=tot[5], output_tokens=tot[6], window_s=self.window_s,
+            elapsed_s=elapsed, counts=counts, window_s=self.window_s,
             output_tps=float(rows[:, 1].sum()) / span if span else None,
             request_rate=len(rows) / span if span else None,
             ttft_p50_ms=_pct(rows[:, 2], 50), ttft_p99_ms=_pct(rows[:, 2], 99),

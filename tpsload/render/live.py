@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from tpsload.analysis.numbers import fmt
-from tpsload.core.live import LiveStats, LiveView
+from tpsload.core.live import Counts, LiveStats, LiveView
 from tpsload.core.runner import RunState
 from tpsload.servers.metrics import Scrape, latest_gauges
 
@@ -64,8 +64,8 @@ def live_view(file: IO[str], stats: LiveStats, total: int | None, duration_s: fl
     return None
 
 
-def _errors(v: LiveView) -> str:
-    return ", ".join(f"{k} {n}" for k, n in sorted(v.by_class.items()))
+def _errors(c: Counts) -> str:
+    return ", ".join(f"{k} {n}" for k, n in sorted(c.by_class.items()))
 
 
 def _pair(a: float | None, b: float | None, digits: int | None = None) -> str:
@@ -85,7 +85,8 @@ def _share(x: float | None) -> str:
 
 def _coarse(v: LiveView, st: RunState) -> bool:
     """Worker processes count their requests for the parent, which sees each record only at the end."""
-    return bool(st.done) and v.ok + v.failed + v.cancelled + v.warmup_done == 0
+    c = v.counts
+    return bool(st.done) and c.ok + c.failed + c.cancelled + c.warmup_done == 0
 
 
 def status_text(v: LiveView, st: RunState, total: int | None = None, elapsed_s: float | None = None,
@@ -95,10 +96,11 @@ def status_text(v: LiveView, st: RunState, total: int | None = None, elapsed_s: 
     if _coarse(v, st):
         return (f"{fmt(elapsed_s or v.elapsed_s, 0)} s: {st.done}" + (f"/{total}" if total else "")
                 + f" done, {st.failed} failed (worker processes: the rest of the numbers come at the end)")
-    done = v.ok + v.failed + v.cancelled
-    line = (f"{fmt(v.elapsed_s, 0)} s: {v.ok} ok, {v.failed} failed" + (f" ({_errors(v)})" if v.by_class else "")
-            + (f", {v.cancelled} cancelled" if v.cancelled else "") + (f" of {total}" if total else "")
-            + f", {v.in_flight} in flight")
+    c = v.counts
+    done = c.ok + c.failed + c.cancelled
+    line = (f"{fmt(v.elapsed_s, 0)} s: {c.ok} ok, {c.failed} failed" + (f" ({_errors(c)})" if c.by_class else "")
+            + (f", {c.cancelled} cancelled" if c.cancelled else "") + (f" of {total}" if total else "")
+            + f", {c.in_flight} in flight")
     if not done:
         return line
     bound, client = _client(v)
@@ -177,10 +179,11 @@ def panel(v: LiveView, st: RunState, server: str | None = None) -> Table:
         t.add_row("Requests", f"{st.done} done, {st.failed} failed")
         t.add_row("", "[dim]worker processes: the other numbers come when they finish[/]")
         return t
-    t.add_row("Requests", f"{v.in_flight} in flight · {v.ok} ok · {v.failed} failed"
-              + (f" ({escape(_errors(v))})" if v.by_class else "")
-              + (f" · {v.cancelled} cancelled" if v.cancelled else "")
-              + (f" · {v.warmup_done} warm-up" if v.warmup_done else ""))
+    c = v.counts
+    t.add_row("Requests", f"{c.in_flight} in flight · {c.ok} ok · {c.failed} failed"
+              + (f" ({escape(_errors(c))})" if c.by_class else "")
+              + (f" · {c.cancelled} cancelled" if c.cancelled else "")
+              + (f" · {c.warmup_done} warm-up" if c.warmup_done else ""))
     w = f"last {fmt(v.window_s, 0)} s"
     t.add_row("Output", f"{fmt(v.output_tps, 1)} tok/s · {fmt(v.request_rate, 2)} req/s ({w})")
     t.add_row("TTFT", f"p50 {fmt(v.ttft_p50_ms, 1)} ms · p99 {fmt(v.ttft_p99_ms, 1)} ms ({w})")

@@ -56,30 +56,31 @@ class LiveCollector(Collector):
     def collect(self) -> Iterator[Any]:
         final = self.live.final
         t = self.live.totals()
+        c = t.counts
         v = self.live.view()
         req = CounterMetricFamily("tpsload_requests", "Measured requests finished, by outcome (warm-up left out).",
                                   labels=["outcome"])
-        for outcome, n in (("ok", t.ok), ("failed", t.failed), ("cancelled", t.cancelled)):
+        for outcome, n in (("ok", c.ok), ("failed", c.failed), ("cancelled", c.cancelled)):
             req.add_metric([outcome], n)
         yield req
         err = CounterMetricFamily("tpsload_request_errors", "Failed measured requests by error class (METRICS.md).",
                                   labels=["error_class"])
-        for cls, n in sorted(t.by_class.items()):
+        for cls, n in sorted(c.by_class.items()):
             err.add_metric([cls], n)
         yield err
-        yield CounterMetricFamily("tpsload_warmup_requests", "Warm-up requests finished.", value=t.warmup_done)
+        yield CounterMetricFamily("tpsload_warmup_requests", "Warm-up requests finished.", value=c.warmup_done)
         yield CounterMetricFamily("tpsload_output_tokens", "Output tokens of successful measured requests, as the "
                                   "server counted them (output chunks where it sent no count).",
-                                  value=t.output_tokens)
+                                  value=c.output_tokens)
         yield CounterMetricFamily("tpsload_prompt_tokens", "Prompt tokens of successful measured requests, as the "
-                                  "server counted them.", value=t.prompt_tokens)
+                                  "server counted them.", value=c.prompt_tokens)
         for name in HISTOGRAMS:
             h = t.histograms[name]
             yield HistogramMetricFamily(f"tpsload_{name}_seconds", HELP[name],
                                         buckets=[("+Inf" if b == float("inf") else repr(b), n)
                                                  for b, n in h.cumulative()], sum_value=h.sum)
         yield GaugeMetricFamily("tpsload_requests_in_flight", "Requests sent and not yet finished (warm-up included).",
-                                value=t.in_flight)
+                                value=c.in_flight)
         lag = GaugeMetricFamily("tpsload_client_loop_lag_p99_seconds", "The client's event-loop lag p99 over the "
                                 f"last {v.window_s:g} s (client-bound above 5 ms).")
         if v.loop_lag_p99_ms is not None:
