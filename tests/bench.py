@@ -12,7 +12,11 @@ starting it. Each runs --repeat times on a fresh lean server; the
 table shows medians. Benchmarks, not tests: these machines are noisy, so compare medians
 and ratios, not single runs.
 
-    python tests/bench.py [--repeat 3] [--json bench-results.json] [--only c256,ingest] [--workers 2]
+    python tests/bench.py [--repeat 3] [--json bench-results.json] [--only c256,ingest] [--workers 2] [--apart]
+
+--apart runs the lean server on a CPU of its own and tpsload on the others (as `run --mock` does): a
+server sharing the client's CPUs is woken onto the client's by each request and takes it mid-send, so the
+difference between the two is the machine's doing, not the client's.
 """
 
 from __future__ import annotations
@@ -84,16 +88,17 @@ def main() -> None:
     ap.add_argument("--json", default="bench-results.json")
     ap.add_argument("--only", default="")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--apart", action="store_true", help="the server on its own CPU, the client on the others")
     a = ap.parse_args()
     only = set(filter(None, a.only.split(",")))
     results: dict[str, Any] = {"machine": {"cpu": platform.processor(), "python": platform.python_version()},
                                "startup_cpu_s": median([startup_cpu_s() for _ in range(a.repeat)]),
-                               "workers": a.workers, "scenarios": {}}
+                               "workers": a.workers, "apart": a.apart, "scenarios": {}}
     for sc in SCENARIOS:
         if only and sc.name not in only:
             continue
-        if a.workers > 1:
-            sc = Scenario(**{**sc.__dict__, "workers": a.workers})
+        if a.workers > 1 or a.apart:
+            sc = Scenario(**{**sc.__dict__, "workers": a.workers, "apart": a.apart})
         runs = [run(sc) for _ in range(a.repeat)]
         results["scenarios"][sc.name] = {"scenario": sc.__dict__, "median": summarise(runs), "runs": runs}
         m = results["scenarios"][sc.name]["median"]

@@ -8,6 +8,7 @@ import tempfile
 
 import pytest
 
+from tpsload.app.target import split_cpus
 from tpsload.mock import MockProcess
 
 # Tests never use a downloaded tokenizer (no network here): tiktoken gets an empty cache of
@@ -55,12 +56,9 @@ def tpsload(*args, timeout=120, env=None, check=None, cpus=None):
 
 
 def apart():
-    """(server CPUs, client CPUs): the last CPU this process may use for a server on this machine, the rest
-    for the client, so that neither takes the other's; (None, None) with fewer than two CPUs."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if len(cpus) < 2:
-        return None, None
-    return {cpus[-1]}, set(cpus[:-1])
+    """(server CPUs, client CPUs) as `run --mock` keeps them (app.target.split_cpus); (None, None) with
+    fewer than two CPUs."""
+    return split_cpus(1) or (None, None)
 
 
 def load_json(path):

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from tpsload.app.target import split_cpus
 from tpsload.mock import MockProcess
 
 
@@ -43,6 +44,7 @@ class Scenario:
     tokens: int = 256
     workers: int = 1
     warmup: int = 0  # 0: cold, the first measured wave opens its connections
+    apart: bool = False  # the server on a CPU of its own, the client on the others (app.target.split_cpus)
 
 
 # the prompt of request i: what the lean server names it by, so its log matches our records one to one
@@ -58,7 +60,9 @@ def _child_cpu() -> float:
 
 def lean_server(sc: Scenario) -> MockProcess:
     """The scenario's lean server, to use as a context manager."""
-    return MockProcess(module="tpsload.mock.lean", ttft_ms=sc.ttft_ms, itl_ms=sc.itl_ms, tokens=sc.tokens)
+    cpus = split_cpus(sc.workers) if sc.apart else None
+    return MockProcess(module="tpsload.mock.lean", ttft_ms=sc.ttft_ms, itl_ms=sc.itl_ms, tokens=sc.tokens,
+                       cpus=cpus[0] if cpus else None)
 
 
 def run(sc: Scenario, extra: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -81,8 +85,10 @@ def measure(sc: Scenario, base_url: str, log_url: str, extra: tuple[str, ...] = 
             argv += ["--workers", str(sc.workers)]
         if sc.warmup:
             argv += ["--warmup", str(sc.warmup)]
+        cpus = split_cpus(sc.workers) if sc.apart else None
+        pin = (lambda: os.sched_setaffinity(0, cpus[1])) if cpus else None
         cpu0, t0 = _child_cpu(), time.perf_counter()
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=600, preexec_fn=pin)
         wall, cpu = time.perf_counter() - t0, _child_cpu() - cpu0
         if p.returncode != 0:
             raise RuntimeError(f"tpsload failed ({p.returncode}): {p.stderr[-500:]}")

@@ -31,19 +31,23 @@ class Served:
     mock: dict[str, Any] | None = None
 
 
-def apart(cfg: RunConfig) -> tuple[set[int], set[int]] | None:
-    """(the mock's CPUs, the client's): the last CPU this process may use for the mock, the others for the
-    client and its workers; None where that leaves the client fewer CPUs than processes (or with Ray,
-    whose processes are its own). A mock sharing the client's CPUs is woken onto the client's by each
-    request it is sent (the kernel runs a woken reader where the writer was) and takes that CPU mid-send:
-    measured on 2 cores, 14 % of a c=16 run's requests were written > 1 ms late, and the run was called
-    client-bound for the mock's work."""
-    if not hasattr(os, "sched_getaffinity") or cfg.scale.ray_address:
+def split_cpus(processes: int = 1) -> tuple[set[int], set[int]] | None:
+    """(a local server's CPUs, the client's): the last CPU this process may use for the server, the others
+    for the client's `processes`; None where that leaves the client fewer CPUs than processes. A server
+    sharing the client's CPUs is woken onto the client's by each request it is sent (the kernel runs a
+    woken reader where the writer was) and takes that CPU mid-send: measured on 2 cores, 14 % of a c=16
+    run's requests were written > 1 ms late, and the run was called client-bound for the server's work."""
+    if not hasattr(os, "sched_getaffinity"):
         return None
     cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) - 1 < max(cfg.scale.workers, 1):
+    if len(cpus) - 1 < max(processes, 1):
         return None
     return {cpus[-1]}, set(cpus[:-1])
+
+
+def apart(cfg: RunConfig) -> tuple[set[int], set[int]] | None:
+    """split_cpus for the run's mock and its client processes (not with Ray, whose processes are its own)."""
+    return None if cfg.scale.ray_address else split_cpus(cfg.scale.workers)
 
 
 @contextmanager
