@@ -135,7 +135,7 @@ def test_the_mock_and_the_client_are_kept_apart_for_the_block():
 
     before = os.sched_getaffinity(0)
     cpus = sorted(before)
-    cfg = RunConfig.of(base_url="http://127.0.0.1:1/v1", mock=True)
+    cfg = RunConfig.of(base_url="http://127.0.0.1:1/v1", mock=True, concurrency=8, single=False)
     if len(cpus) < 2:
         assert apart(cfg) is None
         return

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 from tpsload.config import RunConfig
 from tpsload.mock import MockProcess
+from tpsload.scale.processes import workers_for
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def split_cpus(processes: int = 1) -> tuple[set[int], set[int]] | None:
 
 def apart(cfg: RunConfig) -> tuple[set[int], set[int]] | None:
     """split_cpus for the run's mock and its client processes (not with Ray, whose processes are its own)."""
-    return None if cfg.scale.ray_address else split_cpus(cfg.scale.workers)
+    return None if cfg.scale.ray_address else split_cpus(workers_for(cfg))
 
 
 @contextmanager

@@ -45,11 +45,17 @@ START, STOP, CANCEL = "start", "stop", "cancel"
 RECORDS = "records"
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's limit, where the OS says)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def workers_for(cfg: RunConfig) -> int:
     if cfg.load.single:
         return 1
-    n = cfg.scale.workers or max(1, min(os.cpu_count() or 1,
-                                        math.ceil((cfg.load.concurrency or 1) / STREAMS_PER_WORKER)))
+    n = cfg.scale.workers or max(1, min(usable_cpus(), math.ceil((cfg.load.concurrency or 1) / STREAMS_PER_WORKER)))
     if not cfg.load.rate:
         n = min(n, cfg.load.concurrency)  # each worker needs at least one stream
     return max(1, n)
