@@ -190,3 +190,34 @@ def test_time_to_the_first_answer_is_compared_for_thinking_models(mock_server, t
     assert not r["ttft_p50"]["significant"]
     compare(paths[8], paths[8], "--json", out, check=0)
     assert "ttfa_p50" in rows(out)
+
+
+def test_conversations_are_compared_turn_by_turn(mock_server, tmp_path):
+    """Conversations of 3 turns on a server without prefill cost (A) and one with 0.5 ms per prompt token
+    (B): turn t's prompt is 40 t - 8 tokens, so B's TTFT is later by 16, 36 and 56 ms at turns 1-3.
+    compare judges each turn (`ttft_p50@turnN`, from the turns in the samples) and finds that growth; a
+    gate can name a turn, and a turn one result lacks fails the gate rather than passing it."""
+    paths = {}
+    for name, prefill in (("A", 0.0), ("B", 0.5)):
+        m = mock_server(ttft_ms=20, itl_ms=2, prefill_ms_per_token=prefill)
+        paths[name] = tmp_path / f"{name}.json"
+        tpsload("run", "--base-url", m.base_url, "--turns", "3", "--input-tokens", "32", "-c", "4", "-n", "12",
+                "--max-tokens", "8", "--json", paths[name], "-q", check=0)
+    a = load_json(paths["A"])
+    assert sorted(a["samples"]["turn"]) == [1] * 12 + [2] * 12 + [3] * 12
+    out = tmp_path / "c.json"
+    p = compare(paths["A"], paths["B"], "--json", out, "--fail-if", "ttft_p50@turn3>+50%",
+                "--fail-if", "ttft_p50@turn4>+50%")
+    r = rows(out)
+    prompts = {row["turn"]: row["prompt_tokens"]["p50"] for row in a["sessions"]["per_turn"]}
+    for t in (1, 2, 3):
+        row = r[f"ttft_p50@turn{t}"]
+        assert row["other"] - row["base"] == pytest.approx(0.5 * prompts[t], abs=4), (t, row)
+        assert row["significant"]
+    assert r["ttft_p50@turn3"]["ratio"] > r["ttft_p50@turn2"]["ratio"] > r["ttft_p50@turn1"]["ratio"]
+    assert p.returncode == 1 and "ttft_p50@turn3 changed" in p.stdout + p.stderr
+    assert "ttft_p50@turn4 not compared" in p.stdout + p.stderr
+    compare(paths["A"], paths["A"], "--json", out, "--fail-if", "ttft_p50@turn2>+10%", check=0)
+    assert not any(row["significant"] for k, row in rows(out).items() if "@turn" in k)
+    bad = compare(paths["A"], paths["B"], "--fail-if", "e2e_latency_p50@turn2>+5%", check=2)
+    assert "unknown metric 'e2e_latency_p50@turn2'" in bad.stderr

@@ -13,6 +13,7 @@ achieved), so a throughput's interval reflects how much its requests varied.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -164,18 +165,58 @@ REASONING_ONLY = frozenset({"ttfa_p50", "ttfa_p99"})
 
 
 def compare_pair(base: dict[str, Any], other: dict[str, Any], min_effect: float = 0.05) -> list[Row]:
-    rows = []
+    """Every metric of METRICS (TTFA only where a model reasoned), then turn by turn for conversations."""
     reasoned = any((r.get("summary") or {}).get("requests_reasoning") for r in (base, other))
-    for m in METRICS:
-        if m.name in REASONING_ONLY and not reasoned:
-            continue
-        vb, vo = value(base, m), value(other, m)
-        ratio = vo / vb if vb and vo is not None else None
-        ci = ratio_ci(base, other, m) if ratio is not None else None
-        sig = bool(ci and (ci[0] > 1 or ci[1] < 1) and ratio is not None and abs(ratio - 1) >= min_effect)
-        note = _too_few(base, other, m)
-        rows.append(Row(m.name, m.unit, m.higher_is_better, vb, vo, ratio, ci, sig and note is None, note))
+    rows = [_row(base, other, m, min_effect) for m in METRICS if m.name not in REASONING_ONLY or reasoned]
+    return rows + compare_turns(base, other, min_effect)
+
+
+def _row(base: dict[str, Any], other: dict[str, Any], m: Metric, min_effect: float) -> Row:
+    vb, vo = value(base, m), value(other, m)
+    ratio = vo / vb if vb and vo is not None else None
+    ci = ratio_ci(base, other, m) if ratio is not None else None
+    sig = bool(ci and (ci[0] > 1 or ci[1] < 1) and ratio is not None and abs(ratio - 1) >= min_effect)
+    note = _too_few(base, other, m)
+    return Row(m.name, m.unit, m.higher_is_better, vb, vo, ratio, ci, sig and note is None, note)
+
+
+# Conversations (--turns): these are judged turn by turn too, as "ttft_p50@turn2" (a later turn's prompt
+# repeats the earlier ones, so a prompt cache shows there and not in the pooled numbers)
+PER_TURN = ("ttft_p50", "ttft_p99", "tpot_p50")
+TURN = "@turn"
+
+
+def compare_turns(base: dict[str, Any], other: dict[str, Any], min_effect: float = 0.05) -> list[Row]:
+    """Rows for each turn both conversation runs reached; none unless both have per-request turns."""
+    tb, to = _turns(base), _turns(other)
+    if tb is None or to is None:
+        return []
+    rows = []
+    for t in sorted(set(tb.tolist()) & set(to.tolist())):
+        vb, vo = _turn_view(base, tb == t), _turn_view(other, to == t)
+        for name in PER_TURN:
+            m = BY_NAME[name]
+            rows.append(_row(vb, vo, dataclasses.replace(m, name=f"{name}{TURN}{t}"), min_effect))
     return rows
+
+
+def _turns(result: dict[str, Any]) -> np.ndarray | None:
+    turns = (result.get("samples") or {}).get("turn")
+    return None if not turns else np.asarray(turns)
+
+
+def _turn_view(result: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
+    """The result as if it were only the requests of one turn: their samples, and the summary statistics
+    the per-turn metrics read, from those samples (no repetitions: their runs are not split by turn)."""
+    cols = {k: [v for v, keep in zip(col, mask, strict=True) if keep]
+            for k, col in (result.get("samples") or {}).items() if isinstance(col, list)}
+    summary = {}
+    for name in PER_TURN:
+        m = BY_NAME[name]
+        assert m.samples is not None and m.percentile is not None
+        x = np.asarray([v for v in cols.get(m.samples) or [] if v is not None], dtype=np.float64)
+        summary.setdefault(m.key, {})[m.stat] = float(np.percentile(x, m.percentile)) if x.size else None
+    return {"samples": cols, "summary": summary}
 
 
 # A tail percentile needs requests beyond it: resampling 64 requests for a p99 draws the same
@@ -223,7 +264,7 @@ def name(result: dict[str, Any], path: str) -> str:
     return result.get("label") or path
 
 
-_GATE = re.compile(r"^\s*([a-z0-9_]+)\s*([<>])\s*([+-]?\d+(?:\.\d+)?)\s*%\s*$")
+_GATE = re.compile(r"^\s*([a-z0-9_]+(?:@turn\d+)?)\s*([<>])\s*([+-]?\d+(?:\.\d+)?)\s*%\s*$")
 
 
 @dataclass(frozen=True)
@@ -244,8 +285,10 @@ def parse_gate(text: str) -> Gate:
     if not m:
         raise TpsloadError(f"--fail-if {text!r}: expected METRIC < -5% or METRIC > +10%")
     metric, op, pct = m.groups()
-    if metric not in BY_NAME:
-        raise TpsloadError(f"--fail-if {text!r}: unknown metric {metric!r}; one of " + ", ".join(BY_NAME))
+    base, _, turn = metric.partition(TURN)
+    if base not in BY_NAME or (turn and base not in PER_TURN):
+        known = ", ".join([*BY_NAME, *(f"{n}{TURN}N" for n in PER_TURN)])
+        raise TpsloadError(f"--fail-if {text!r}: unknown metric {metric!r}; one of {known}")
     return Gate(text.strip(), metric, op, float(pct) / 100)
 
 
@@ -253,7 +296,10 @@ def gate_failures(gates: Sequence[Gate], rows: Sequence[Row], label: str) -> lis
     out = []
     by = {r.metric: r for r in rows}
     for g in gates:
-        r = by[g.metric]
+        r = by.get(g.metric)
+        if r is None:  # a turn one of the two did not reach (or not conversations): not judged is not passed
+            out.append(f"{label}: {g.metric} not compared: not in both results")
+            continue
         if g.fails(r):
             assert r.ci is not None and r.change is not None
             out.append(f"{label}: {g.metric} changed {r.change:+.1%} (95% CI {r.ci[0] - 1:+.1%} to "

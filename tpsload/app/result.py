@@ -111,17 +111,21 @@ class Samples:
     duration_s: float
     # thinking models only (a run with reasoning requests): elsewhere TTFA is TTFT, already above
     ttfa_ms: list[float | None] | None = field(default=None, metadata=OPTIONAL)
+    # conversations only (--turns): each request's turn, so that compare can judge turn by turn
+    turn: list[int] | None = field(default=None, metadata=OPTIONAL)
 
 
-SAMPLE_COLUMNS = tuple(f.name for f in fields(Samples) if f.name != "duration_s")
+SAMPLE_COLUMNS = tuple(f.name for f in fields(Samples) if f.name not in ("duration_s", "turn"))
 
 
-def samples(pr: stats.PerRequest, summary: Summary) -> Samples:
+def samples(pr: stats.PerRequest, summary: Summary, turns: list[int | None] | None = None) -> Samples:
+    """`turns`: the turn of each request in pr's order (None outside conversations)."""
     # NaN: the request has no such value (null in the JSON)
     cols = {c: [None if v != v else round(v, 4) for v in pr.cols[c].tolist()] for c in SAMPLE_COLUMNS
             if c != "ttfa_ms" or summary.requests_reasoning}
     cols["output_tokens"] = [int(v) for v in pr.cols["output_tokens"].tolist()]  # a count, as it was
-    return Samples(**cols, duration_s=summary.duration_s)
+    turn = [int(t) for t in turns] if turns and all(t is not None for t in turns) else None  # type: ignore[arg-type]
+    return Samples(**cols, duration_s=summary.duration_s, turn=turn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +225,8 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
     each, for the stages and timeline (by default the state's own)."""
     records = state.records
     measured = [r for r in records if not r.warmup]
-    pr = stats.per_request([r for r in measured if r.ok], state.records.gaps())
+    ok = [r for r in measured if r.ok]
+    pr = stats.per_request(ok, state.records.gaps())
     summary = stats.summarize(records, cfg.load.concurrency, open_loop=bool(cfg.load.rate), pr=pr)
     verdict_slo = slo.evaluate(cfg.report.slos, pr, summary)
     summary = replace(summary, goodput=verdict_slo.goodput, goodput_tokens=verdict_slo.goodput_tokens,
@@ -249,7 +254,7 @@ def run_result(cfg: RunConfig, state: RunState, workload: dict[str, Any], server
         client=client_host(),
         summary=summary,
         client_health=health,
-        samples=samples(pr, summary),
+        samples=samples(pr, summary, [r.turn for r in ok]),
         slo=verdict_slo if cfg.report.slos else None,
         cluster=Cluster(nodes=state.nodes, backend=state.backend) if state.backend else None,
         errors=stats.errors(records, cfg.limits.max_failed_share),

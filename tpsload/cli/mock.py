@@ -65,6 +65,8 @@ IMITATE = ("llama-server", "llama-cpp-python", "vllm", "sglang", "ollama", "lmst
               help="Where reasoning goes: reasoning_content (llama.cpp, SGLang) or reasoning (newer vLLM, Ollama).")
 @click.option("--no-reasoning-usage", is_flag=True,
               help="Leave reasoning out of usage (no completion_tokens_details.reasoning_tokens).")
+@click.option("--prefill-ms-per-token", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="TTFT grows by this much per prompt token (a prefill without prompt cache).")
 def mock_command(**o: Any) -> None:
     """Serve /v1/chat/completions, /v1/completions, /v1/models and /health with exact timing."""
     from tpsload.mock.server import MockConfig, main  # aiohttp.web: only when serving
@@ -83,4 +85,4 @@ def mock_command(**o: Any) -> None:
                     interrupt=o["interrupt"], imitate=o["imitate"], eos_at=o["eos_at"], tokenize=o["tokenize"],
                     drop_ignore_eos=o["drop_ignore_eos"], empty_replies=o["empty_replies"],
                     reasoning_tokens=o["reasoning_tokens"], reasoning_field=o["reasoning_field"],
-                    reasoning_usage=not o["no_reasoning_usage"]))
+                    reasoning_usage=not o["no_reasoning_usage"], prefill_ms_per_token=o["prefill_ms_per_token"]))

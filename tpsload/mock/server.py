@@ -72,6 +72,9 @@ class MockConfig:
     reasoning_tokens: int = 0
     reasoning_field: str = "reasoning_content"
     reasoning_usage: bool = True
+    # prefill: TTFT grows by this much per prompt token (no prompt cache), so a conversation's later turns,
+    # whose prompts repeat the earlier ones, start later
+    prefill_ms_per_token: float = 0.0
 
 
 # What each imitation answers (servers.detect reads the same things from real servers): its Server
@@ -262,7 +265,7 @@ class MockServer:
             n, finish = 0, "stop"
         my_arrival = self.arrivals
         no_usage = cfg.no_usage or (cfg.imitate == "llama-cpp-python" and bool(body.get("stream")))
-        ttft, itl = cfg.ttft_ms / 1e3, self._itl()
+        ttft, itl = (cfg.ttft_ms + cfg.prefill_ms_per_token * _prompt_tokens(body)) / 1e3, self._itl()
         rid = f"mock-{self.requests}"
         created = int(time.time())
         usage: dict[str, Any] = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": n,
