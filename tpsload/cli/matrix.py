@@ -50,6 +50,12 @@ MATRIX = [
                       "<json>.logs, or a temporary directory]."),
     click.option("--min-effect", default="5%", show_default=True, metavar="SHARE",
                  help="The smallest difference between configurations called significant."),
+    click.option("--csv", "csv_path", metavar="PATH",
+                 help="One row per configuration (and level), its parameters as columns, rewritten after every "
+                      "configuration."),
+    click.option("--records", "records_path", metavar="PATH",
+                 help="One JSON line per request of every configuration, with its parameters as `params` (and "
+                      "the level as `level`), written as requests finish."),
 ]
 
 
@@ -90,9 +96,11 @@ def matrix_options(o: dict[str, Any], given: set[str]) -> app_matrix.MatrixOptio
         stop_grace_s=grace or 0.0, repeat=o["repeat"],
         tolerance=parse_rate(o["saturation_tolerance"], "--saturation-tolerance") or 0.0,
         min_effect=parse_rate(o["min_effect"], "--min-effect") or 0.0, early_stop=not o["no_early_stop"],
-        resume=o["resume"], json_path=o["json_path"], log_dir=o["log_dir"], show_progress=not o["quiet"])
+        resume=o["resume"], json_path=o["json_path"], csv_path=o["csv_path"], records_path=o["records_path"],
+        log_dir=o["log_dir"], show_progress=not o["quiet"])
 
 
+# --csv and --records: a matrix's own (MATRIX), a row and a line per configuration
 NOT_HERE = {"base_url", "host", "port", "mock", "mock_ttft_ms", "mock_itl_ms", "csv_path", "records_path",
             "plot_dir"}
 
