@@ -1,12 +1,15 @@
 """`tpsload matrix` against the real llama-server: a server per configuration, started, measured and
-stopped; the verdict; a bad flag; --resume; Ctrl-C; the report. Plus the launcher on its own."""
+stopped; the verdict; a bad flag; --csv and --records; --resume; Ctrl-C; the report. Plus the launcher on its own."""
 
+import csv
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -45,7 +48,8 @@ def processes_with(marker, but=None):
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory):
     """One matrix run serves most tests: np=1,4, each without and with a flag llama-server rejects,
-    each a concurrency sweep 1,4 (4 requests a level); a generous SLO so both have a frontier at 4.
+    each a concurrency sweep 1,4 (4 requests a level); a generous SLO so both have a frontier at 4;
+    with --csv and --records.
 
     Two threads, as the suite's llama-server has: on a CPU a batch of four costs little more than
     one there (with one thread, four times as much on this model, whose 262k-token output layer
@@ -54,9 +58,20 @@ def matrix(tmp_path_factory):
     marker = f"mx-{uuid.uuid4().hex[:8]}"
     args = ("matrix", "--server", llama_template(marker, 2), "--param", "np=1,4", "--param",
             "flag=,--no-such-flag", "-c", "1,4", "-n", "4", "--output-tokens", "8", *LOAD,
-            "--slo", "ttft_p99<=120s", "--json", str(d / "m.json"))
+            "--slo", "ttft_p99<=120s", "--json", str(d / "m.json"), "--csv", str(d / "m.csv"),
+            "--records", str(d / "m.jsonl"))
     p = tpsload(*args, timeout=600)
-    return {"p": p, "args": args, "path": d / "m.json", "dir": d, "marker": marker}
+    return {"p": p, "args": args, "path": d / "m.json", "dir": d, "marker": marker, "csv": d / "m.csv",
+            "records": d / "m.jsonl"}
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def read_records(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 def test_matrix_measures_each_configuration_and_names_the_winner(matrix):
@@ -97,10 +112,46 @@ def test_matrix_measures_each_configuration_and_names_the_winner(matrix):
         assert Path(c["log"]).exists()
     assert "invalid argument: --no-such-flag" in p.stdout
     assert "2 of 4 configurations failed" in p.stderr
+    # --csv: a row per configuration and level (one for a configuration that measured nothing), its
+    # parameters as columns, then the columns of a sweep's CSV with the JSON's numbers
+    rows = read_csv(matrix["csv"])
+    assert [(r["configuration"], r["np"], r["flag"], r["status"], r["level"]) for r in rows] == [
+        ("np=1", "1", "", "ok", "1"), ("np=1", "1", "", "ok", "4"),
+        ("np=1 flag=--no-such-flag", "1", "--no-such-flag", "failed", ""),
+        ("np=4", "4", "", "ok", "1"), ("np=4", "4", "", "ok", "4"),
+        ("np=4 flag=--no-such-flag", "4", "--no-such-flag", "failed", "")]
+    from tpsload.analysis.sweep import CSV_COLUMNS
+    assert list(rows[0])[-len(CSV_COLUMNS):] == list(CSV_COLUMNS)
+    for r in rows:
+        if r["status"] == "ok":
+            lv = confs[r["configuration"]]["result"]["levels"][[1, 4].index(int(r["level"]))]
+            s = lv["summary"]
+            assert int(r["requests_ok"]) == s["requests_ok"] and int(r["requests_failed"]) == s["requests_failed"]
+            assert float(r["output_throughput"]) == s["output_throughput"]
+            assert float(r["ttft_p99_ms"]) == s["ttft_ms"]["p99"] and r["slo_all_met"] == str(lv["slo"]["all_met"])
+        else:
+            assert r["requests_ok"] == r["output_throughput"] == ""
+    # --records: a line per request started, each tagged with its configuration's params and its level
+    lines = read_records(matrix["records"])
+    assert Counter((conf_name_of(ln["params"]), ln["level"]) for ln in lines) == {
+        (name, lv["concurrency"]): lv["requests_started"] + lv["warmup_requests"]
+        for name in ("np=1", "np=4") for lv in confs[name]["result"]["levels"]}
+    assert all(ln["params"] == confs[conf_name_of(ln["params"])]["params"] for ln in lines)
+    assert sum(ln["ok"] for ln in lines) == sum(lv["summary"]["requests_ok"] for name in ("np=1", "np=4")
+                                                for lv in confs[name]["result"]["levels"])
+
+
+def conf_name_of(params):
+    return " ".join(f"{k}={v}" for k, v in params.items() if v)
 
 
 def test_resume_keeps_finished_configurations(matrix):
     before = load_json(matrix["path"])
+    kept_lines, kept_csv = matrix["records"].read_text(), matrix["csv"].read_text()
+    # as an interrupted configuration leaves them: lines of one that did not finish, to be dropped
+    with open(matrix["records"], "a") as fh:
+        fh.write(json.dumps({"params": {"np": "4", "flag": "--no-such-flag"}, "level": 1, "index": 0}) + "\n")
+    matrix["csv"].unlink()
     p = tpsload(*matrix["args"], "--resume", timeout=300)
     assert p.returncode == 1, p.stderr[-3000:]  # the bad flag fails again
     assert "--resume: keeping np=1, np=4" in p.stderr
@@ -114,6 +165,10 @@ def test_resume_keeps_finished_configurations(matrix):
     assert new["np=4 flag=--no-such-flag"]["port"] != old["np=4 flag=--no-such-flag"]["port"] or \
         new["np=4 flag=--no-such-flag"]["log_tail"]  # started again
     assert after["verdict"]["best"] == "np=4"
+    # the finished configurations' lines kept, the unfinished one's dropped (it wrote none again: it
+    # failed to start); their CSV rows written again from the kept results
+    assert matrix["records"].read_text() == kept_lines
+    assert matrix["csv"].read_text() == kept_csv
     # a different load is not resumed into the same file
     p = tpsload(*[a if a != "1,4" else "1,2" for a in matrix["args"]], "--resume", check=2)
     assert "--resume" in p.stderr and "levels" in p.stderr
@@ -210,26 +265,49 @@ def test_bad_templates_are_one_line_errors():
             MatrixOptions(server=server, params=params, key="concurrency", levels=levels)
     p = tpsload("matrix", "--server", "s --port {port} {np}", "--param", "np", check=2)
     assert re.fullmatch(r"tpsload: --param 'np': expected NAME=V1,V2 [^\n]+\n", p.stderr), p.stderr
+    p = tpsload("matrix", "--server", "s --port {port}", "--json", "-", "--records", "-", check=2)
+    assert p.stderr == "tpsload: --json - and --records - cannot both go to stdout; give one a file\n"
+    with pytest.raises(TpsloadError, match="--param rate: the CSV already has a column 'rate'"):
+        MatrixOptions(server="s --port {port} {rate}", params=(("rate", ("1",)),), key="concurrency",
+                      levels=levels, csv_path="m.csv")
 
 
 def test_mock_matrix_verdict_with_repetitions(tmp_path):
     """The bundled mock as the server, behind a wrapper script that takes a parameter from --server-env:
     decoding 4x faster (itl 2 vs 8 ms) wins, significantly, with an interval from the repetitions; two
-    configurations 1 ms of TTFT apart are "no significant difference"."""
+    configurations 1 ms of TTFT apart are "no significant difference". A run per configuration: --csv
+    has a row each, --records a line per request of both repetitions, without a level."""
     from tpsload.analysis import compare as cmp
     from tpsload.analysis import matrix as mx
 
-    out = tmp_path / "m.json"
+    out, rec, table = tmp_path / "m.json", tmp_path / "m.jsonl", tmp_path / "m.csv"
     p = tpsload("matrix", "--server", f"sh -c 'exec {sys.executable} -m tpsload mock --port {{port}} "
                 "--ttft-ms {ttft} --itl-ms \"$ITL\"'", "--server-env", "ITL={itl}", "--server-env",
                 "HF_TOKEN=hf_secret123", "--param", "itl=2,8", "--param", "ttft=20,21", "-c", "4", "-n", "8",
-                "--max-tokens", "16", "--repeat", "2", "--min-effect", "20%", "--json", str(out), check=0)
+                "--max-tokens", "16", "--repeat", "2", "--min-effect", "20%", "--json", str(out), "--records", str(rec),
+                "--csv", str(table), check=0)
     m = load_json(out)
     assert [c["name"] for c in m["configurations"]] == ["itl=2 ttft=20", "itl=2 ttft=21", "itl=8 ttft=20",
                                                         "itl=8 ttft=21"]
     assert all(c["status"] == "ok" and len(c["result"]["repeats"]) == 2 for c in m["configurations"])
     assert m["configurations"][2]["env"] == {"ITL": "8", "HF_TOKEN": "***"}
     assert "hf_secret123" not in out.read_text() + p.stdout + p.stderr
+    rows = read_csv(table)
+    assert [(r["configuration"], r["itl"], r["ttft"], r["level"]) for r in rows] == [
+        (c["name"], c["params"]["itl"], c["params"]["ttft"], "4") for c in m["configurations"]]
+    for r, c in zip(rows, m["configurations"], strict=True):
+        assert int(r["requests_ok"]) == c["result"]["summary"]["requests_ok"] == 16
+        assert float(r["tpot_p50_ms"]) == c["result"]["summary"]["tpot_ms"]["p50"]
+    lines = read_records(rec)
+    assert Counter(conf_name_of(ln["params"]) for ln in lines) == {c["name"]: 16 for c in m["configurations"]}
+    assert not any("level" in ln for ln in lines)
+    # each configuration's times from its own run's start: each starts before the first one ended
+    # (times from the matrix's start would put every later configuration after it)
+    first_end = max(ln["t_end_ms"] for ln in lines if ln["params"] == m["configurations"][0]["params"])
+    for c in m["configurations"]:
+        mine = [ln for ln in lines if ln["params"] == c["params"]]
+        assert len({ln["index"] for ln in mine}) == 16  # the two repetitions' requests, numbered apart
+        assert 0 <= min(ln["t_sched_ms"] for ln in mine) < first_end
     v = m["verdict"]
     assert v["basis"] == "best_throughput" and {v["best"], v["runner_up"]} == {"itl=2 ttft=20", "itl=2 ttft=21"}
     assert not v["significant"] and v["winner"] is None and v["text"].startswith("no significant difference")

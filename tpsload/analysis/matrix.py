@@ -151,3 +151,27 @@ def table(matrix: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                      fmt(j["best_level"]), fmt(j["saturation_level"]), front, fmt(j["frontier_throughput"], 0),
                      fmt(j["ttft_p99_ms"], 1), fmt(j["tpot_p50_ms"], 1)])
     return header, rows
+
+
+CSV_LEAD = ("configuration", "status")
+
+
+def csv_clash(names: list[str]) -> str | None:
+    """A parameter name that cannot be a CSV column of its own: the CSV already has that column."""
+    return next((n for n in names if n in CSV_LEAD or n in sw.CSV_COLUMNS), None)
+
+
+def csv_columns(matrix: dict[str, Any]) -> list[str]:
+    """The configuration's name, its parameters, its status, then a sweep CSV's columns (one script reads both)."""
+    return [CSV_LEAD[0], *matrix["params"], CSV_LEAD[1], *sw.CSV_COLUMNS]
+
+
+def csv_rows(matrix: dict[str, Any]) -> list[dict[str, Any]]:
+    """A row per configuration and measured level, as a sweep's CSV has per level; a configuration that
+    measured nothing (its server would not start) still has its row, its numbers empty."""
+    key = matrix["key"]
+    rows: list[dict[str, Any]] = []
+    for c in matrix["configurations"]:
+        lead = {CSV_LEAD[0]: c["name"], **c["params"], CSV_LEAD[1]: c["status"]}
+        rows += [{**lead, **sw.csv_row(lv, key)} for lv in levels(c, key)] or [lead]
+    return rows

@@ -4,8 +4,9 @@ For each combination of the --param values: a free port, the server command with
 parameters substituted, started in its own process group with its output in a log file
 (servers.launch), ready when its health route answers; then measured as `run` measures one level
 (app.run) or `sweep` several (app.sweep); then stopped (SIGTERM, SIGKILL after a grace period),
-whatever happened, before the next starts. After every configuration the JSON is written, so an
-interrupted matrix keeps what it finished and --resume runs only the rest.
+whatever happened, before the next starts. After every configuration the JSON and CSV are written
+(the records as requests finish), so an interrupted matrix keeps what it finished and --resume runs
+only the rest.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from tpsload.config import RunConfig, redact, server_root
 from tpsload.core.runner import run_async
 from tpsload.core.signals import Interrupted, Interrupts, Signalled, default_signals, interruptible, raise_on_signals
 from tpsload.errors import TpsloadError
+from tpsload.render import csv as export_csv
 from tpsload.render import json as export_json
 from tpsload.render.console import notice
+from tpsload.render.jsonl import RecordsFile
 from tpsload.servers.launch import ServerProcess, StartFailed, about, ended, free_port, signals_held
 
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -59,6 +62,8 @@ class MatrixOptions:
     early_stop: bool = True
     resume: bool = False
     json_path: str | None = None
+    csv_path: str | None = None
+    records_path: str | None = None
     log_dir: str | None = None
     show_progress: bool = True
 
@@ -67,7 +72,13 @@ class MatrixOptions:
             raise ValueError(f"a matrix's key is one of {app_sweep.KEYS}, not {self.key!r}")
         if not self.levels:
             raise TpsloadError("a matrix needs a load: -c/--concurrency or --rate")
+        if self.json_path == "-" and self.records_path == "-":
+            raise TpsloadError("--json - and --records - cannot both go to stdout; give one a file")
         check_template(self)
+        clash = mx.csv_clash([n for n, _ in self.params]) if self.csv_path else None
+        if clash:
+            raise TpsloadError(f"--param {clash}: the CSV already has a column {clash!r}; give the parameter "
+                               "another name (it is only the {name} in --server)")
 
     @property
     def sweep(self) -> bool:
@@ -166,6 +177,8 @@ def _save(matrix: dict[str, Any], opts: MatrixOptions) -> None:
     matrix["verdict"] = mx.verdict(matrix, opts.tolerance, opts.min_effect)
     if opts.json_path and opts.json_path != "-":
         export_json.write(matrix, opts.json_path)
+    if opts.csv_path:
+        export_csv.write(matrix, opts.csv_path)
 
 
 async def _start(server: ServerProcess, timeout_s: float, root: str) -> tuple[float, dict[str, object]]:
@@ -183,20 +196,22 @@ async def _start(server: ServerProcess, timeout_s: float, root: str) -> tuple[fl
         interrupts.remove()
 
 
-def _measure(opts: MatrixOptions, url: str) -> tuple[dict[str, Any], int, str | None, BaseException | None]:
-    """The configuration's run or sweep: (result, exit code, why not 0, a bug of ours)."""
+def _measure(opts: MatrixOptions, url: str, records: RecordsFile | None
+             ) -> tuple[dict[str, Any], int, str | None, BaseException | None]:
+    """The configuration's run or sweep: (result, exit code, why not 0, a bug of ours). `records` (its
+    `extra` naming the configuration) gets a line per request."""
     if not opts.sweep:
         out = app_run.run(opts.levels[0][1].replace(base_url=url),
-                          app_run.RunOptions(repeat=opts.repeat, show_progress=opts.show_progress))
+                          app_run.RunOptions(repeat=opts.repeat, show_progress=opts.show_progress, records=records))
         return out.result, out.exit_code, out.message, out.state.internal_error
     sweep = app_sweep.run(app_sweep.SweepOptions(
         key=opts.key, levels=tuple((v, cfg.replace(base_url=url)) for v, cfg in opts.levels), repeat=opts.repeat,
-        tolerance=opts.tolerance, early_stop=opts.early_stop, show_progress=opts.show_progress))
+        tolerance=opts.tolerance, early_stop=opts.early_stop, show_progress=opts.show_progress, records=records))
     return sweep.sweep, sweep.exit_code, sweep.message, sweep.internal_error
 
 
 def _run_one(opts: MatrixOptions, entry: dict[str, Any], env: dict[str, str], log_path: Path,
-             secrets: tuple[str, ...]) -> tuple[int, BaseException | None]:
+             secrets: tuple[str, ...], records: RecordsFile | None) -> tuple[int, BaseException | None]:
     """Start, measure and stop one configuration, filling `entry`; its exit code (128 + N: interrupted)."""
     values = {**entry["params"], "port": str(free_port())}
     text = substitute(opts.server, values)
@@ -219,7 +234,9 @@ def _run_one(opts: MatrixOptions, entry: dict[str, Any], env: dict[str, str], lo
         entry["version"] = props.get("build_info") or ver.get("version")  # type: ignore[union-attr]
         if opts.show_progress:
             notice(f"{entry['name']}: ready in {entry['startup_s']:.1f} s; measuring")
-        result, code, message, err = _measure(opts, url)
+        if records is not None:  # its lines' times relative to its own run's (or level's) start
+            records.extra, records.t0 = {"params": entry["params"]}, None
+        result, code, message, err = _measure(opts, url, records)
         raise_on_signals()
         entry["result"] = result
         if code >= 128:
@@ -281,6 +298,10 @@ def run(opts: MatrixOptions) -> MatrixOutcome:
     matrix["log_dir"] = str(log_dir)
     out = MatrixOutcome(matrix)
     env = dict(opts.env)
+    if opts.records_path:
+        app_sweep.start_records(opts.records_path,
+                                (lambda line: conf_name(line.get("params") or {}) in done) if done else None)
+    records = RecordsFile(opts.records_path, append=True) if opts.records_path else None
     raise_on_signals()
     try:
         for i, values in enumerate(confs):
@@ -293,12 +314,14 @@ def run(opts: MatrixOptions) -> MatrixOutcome:
             matrix["configurations"].append(entry)
             slug = re.sub(r"[^\w.=-]+", "_", name)
             try:
-                code, err = _run_one(opts, entry, env, log_dir / f"{i:02d}-{slug}.log", secrets)
+                code, err = _run_one(opts, entry, env, log_dir / f"{i:02d}-{slug}.log", secrets, records)
             except Signalled as e:  # heard while its server was being stopped: that configuration is complete
                 code, err = 128 + e.signal, None
                 if entry["status"] != "ok":
                     entry["status"] = "interrupted"
                 entry["error"] = entry["error"] or f"interrupted ({e})"
+            if records is not None:
+                records.flush()
             if err is not None and out.internal_error is None:
                 out.internal_error = err
             if entry["status"] == "failed" and opts.show_progress:
@@ -314,6 +337,8 @@ def run(opts: MatrixOptions) -> MatrixOutcome:
         out.exit_code = 128 + e.signal
     finally:
         default_signals()
+        if records is not None:
+            records.close()
     _save(matrix, opts)
     failed = [c["name"] for c in matrix["configurations"] if c["status"] == "failed"]
     if failed and out.exit_code == 0:

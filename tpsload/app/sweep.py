@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from tpsload import __version__
 from tpsload.analysis import sweep as sw
@@ -45,6 +45,9 @@ class SweepOptions:
     records_path: str | None = None
     show_progress: bool = True
     mock: MockSettings = field(default_factory=MockSettings)
+    # instead of records_path, a records file the caller owns (a matrix's): each level's lines go there,
+    # led by the file's own `extra` (the configuration) and the level
+    records: RecordsFile | None = None
 
     def __post_init__(self) -> None:
         if self.key not in KEYS:
@@ -127,14 +130,15 @@ def _save(sweep: dict[str, Any], opts: SweepOptions) -> None:
         export_csv.write(sweep, opts.csv_path)
 
 
-def _start_records(path: str | None, kept: set[float]) -> None:
-    """A fresh records file, or on resume the kept levels' lines (a level run again is written again)."""
+def start_records(path: str | None, keep: Callable[[dict[str, Any]], bool] | None = None) -> None:
+    """A fresh records file, or on resume the lines `keep` accepts (those of the kept levels or
+    configurations: one run again is written again)."""
     if not path or path == "-":
         return
     lines: list[str] = []
-    if kept and os.path.exists(path):
+    if keep is not None and os.path.exists(path):
         with open(path) as fh:
-            lines = [ln for ln in fh if ln.strip() and json.loads(ln).get("level") in kept]
+            lines = [ln for ln in fh if ln.strip() and keep(json.loads(ln))]
     export_json.write_text(path, "".join(lines))
 
 
@@ -161,20 +165,23 @@ def run(opts: SweepOptions) -> SweepOutcome:
         "levels": load_resume(opts, base, mock) if opts.resume else [],
     }
     done = {lv[key] for lv in sweep["levels"]}
-    _start_records(opts.records_path, done)
+    records, owned = opts.records, False
+    if records is None and opts.records_path:
+        start_records(opts.records_path, (lambda line: line.get("level") in done) if done else None)
+        records, owned = RecordsFile(opts.records_path, append=True), True
     # each level's lines carry its value as `level`, times relative to the level's own start (its
     # result's clock.t0_ns); written as its requests finish
-    records = RecordsFile(opts.records_path, append=True) if opts.records_path else None
+    lead = dict(records.extra) if records is not None else {}
     out = SweepOutcome(sweep)
     todo = [(value, level_config(cfg, value)) for value, cfg in opts.levels if value not in done]
-    with serving(first, opts.mock) as served, contextlib.closing(records) if records else contextlib.nullcontext():
+    with serving(first, opts.mock) as served, contextlib.closing(records) if owned else contextlib.nullcontext():
         for i, (value, cfg) in enumerate(todo):
             name = sw.name(key, value)
             if opts.show_progress:
                 notice(f"{name} …")
             try:
                 if records is not None:
-                    records.extra, records.t0 = {"level": value}, None
+                    records.extra, records.t0 = {**lead, "level": value}, None
                 result, state = measure_repeated(cfg.replace(base_url=served.url), opts.repeat,
                                                  show_progress=opts.show_progress, records=records)
             except TpsloadError as e:

@@ -50,6 +50,16 @@ MATRIX = [
                       "<json>.logs, or a temporary directory]."),
     click.option("--min-effect", default="5%", show_default=True, metavar="SHARE",
                  help="The smallest difference between configurations called significant."),
+    click.option("--json", "json_path", metavar="PATH",
+                 help="The matrix as JSON, rewritten after every configuration."),
+    click.option("--csv", "csv_path", metavar="PATH",
+                 help="One row per configuration (and level), its parameters as columns, rewritten after every "
+                      "configuration."),
+    click.option("--records", "records_path", metavar="PATH",
+                 help="One JSON line per request of every configuration, with its parameters as `params` (and "
+                      "the level as `level`), written as requests finish."),
+    click.option("--resume", is_flag=True,
+                 help="Continue the matrix saved at --json: keep its finished configurations, run the rest."),
 ]
 
 
@@ -90,11 +100,13 @@ def matrix_options(o: dict[str, Any], given: set[str]) -> app_matrix.MatrixOptio
         stop_grace_s=grace or 0.0, repeat=o["repeat"],
         tolerance=parse_rate(o["saturation_tolerance"], "--saturation-tolerance") or 0.0,
         min_effect=parse_rate(o["min_effect"], "--min-effect") or 0.0, early_stop=not o["no_early_stop"],
-        resume=o["resume"], json_path=o["json_path"], log_dir=o["log_dir"], show_progress=not o["quiet"])
+        resume=o["resume"], json_path=o["json_path"], csv_path=o["csv_path"], records_path=o["records_path"],
+        log_dir=o["log_dir"], show_progress=not o["quiet"])
 
 
-NOT_HERE = {"base_url", "host", "port", "mock", "mock_ttft_ms", "mock_itl_ms", "csv_path", "records_path",
-            "plot_dir"}
+# --json, --csv, --records, --resume: a matrix's own (MATRIX), per configuration rather than per level
+NOT_HERE = {"base_url", "host", "port", "mock", "mock_ttft_ms", "mock_itl_ms", "json_path", "csv_path",
+            "records_path", "plot_dir", "resume"}
 
 
 @click.command("matrix")
