@@ -101,6 +101,8 @@ def test_regression_gate(results):
             check=0)
     p = compare(results["A"], results["B"], "--fail-if", "bogus < 5%", check=2)
     assert "unknown metric 'bogus'" in p.stderr
+    # no model reasoned: a TTFA gate is judged on TTFT, which is what TTFA is there (it was a KeyError)
+    compare(results["A"], results["A2"], "--fail-if", "ttfa_p99 > +10%", check=0)
 
 
 def test_incomparable_results_are_named(results, mock_server, tmp_path):

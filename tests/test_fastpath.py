@@ -222,6 +222,21 @@ def test_oversized_stream_decodes_the_same_bytes_however_split(wire_server):
             assert len(rec.chunk_times) == 3, (pieces, list(rec.chunk_times))
 
 
+def test_bad_data_inside_the_limit_is_the_reason_however_split(wire_server):
+    """Malformed data within the first --max-response-bytes of a longer stream: the record says the data
+    was bad (it came first), whether the read that crosses the limit holds it or an earlier one did. (The
+    crossing read once reported only the size: found by the differential test, gzip, 155 bytes.)"""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+    good, bad = ev(chat_delta("a")), b"data: {not json\n\n"
+    body = good + bad + b"".join(ev(chat_delta(f"t{i}")) for i in range(4))
+    limit = len(good) + len(bad) + 5
+    for pieces in ([head, body], [head + good, body[len(good):]], [head, good, bad, body[len(good + bad):]]):
+        tapped, plain = both(wire_server, pieces, limit)
+        for rec in (tapped, plain):
+            assert rec.error_class == "protocol" and rec.error.startswith("unparseable data line"), rec.error
+            assert len(rec.chunk_times) == 1
+
+
 def test_start_up_check_passes_on_this_aiohttp():
     """The declared aiohttp range is the tested one: on it the tap must be usable."""
     assert client_mod._tap_problem() is None

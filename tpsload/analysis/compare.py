@@ -297,6 +297,8 @@ def gate_failures(gates: Sequence[Gate], rows: Sequence[Row], label: str) -> lis
     by = {r.metric: r for r in rows}
     for g in gates:
         r = by.get(g.metric)
+        if r is None and g.metric in REASONING_ONLY:  # no reasoning on either side: TTFA is TTFT
+            r = by.get(g.metric.replace("ttfa", "ttft"))
         if r is None:  # a turn one of the two did not reach (or not conversations): not judged is not passed
             out.append(f"{label}: {g.metric} not compared: not in both results")
             continue

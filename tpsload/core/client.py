@@ -162,11 +162,13 @@ class _Sink:
             return
         self.budget -= len(data)
         if self.budget < 0:
-            # decode exactly the first `limit` bytes, however the reads were split
-            if len(data) + self.budget > 0:
-                self.dec.feed(ts, data[:len(data) + self.budget])
-            self.error = f"response larger than {self.limit} bytes"
+            # decode exactly the first `limit` bytes, however the reads were split; a failure within them
+            # (an error event, bad data) came first in the stream and is the reason, as it is when those
+            # bytes arrive in a read of their own
             self.stop = True
+            if len(data) + self.budget > 0 and not self.dec.feed(ts, data[:len(data) + self.budget]):
+                return
+            self.error = f"response larger than {self.limit} bytes"
         elif not self.dec.feed(ts, data):
             self.stop = True  # the decoder has the reason (stream_error or protocol)
 
