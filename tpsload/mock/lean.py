@@ -24,7 +24,7 @@ import sys
 import time
 from collections import deque
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, Callable
 
 # requests kept in GET /log (the latest): far more than a benchmark or calibration run reads
 LOG_LIMIT = 100_000
@@ -54,8 +54,8 @@ def _json_response(obj: Any) -> bytes:
 
 class LeanServer:
     def __init__(self, ttft_ms: float, itl_ms: float, tokens: int) -> None:
-        self.ttft = ttft_ms / 1e3
-        self.itl = itl_ms / 1e3
+        self.ttft = round(ttft_ms * 1e6)  # ns, on perf_counter's clock
+        self.itl = round(itl_ms * 1e6)
         self.tokens = tokens
         # [request id, arrival_ns, first_ns, last_ns, n] of the latest LOG_LIMIT requests: a soak runs for hours
         self.log: deque[list[Any]] = deque(maxlen=LOG_LIMIT)
@@ -117,16 +117,15 @@ class LeanProtocol(asyncio.Protocol):
         n = int(req.get("max_tokens") or srv.tokens)
         entry = [rid or tag[:64], arrival_ns, None, None, n]
         srv.log.append(entry)
-        loop = asyncio.get_running_loop()
         t.write(HEAD + ROLE)
-        start = loop.time()
         tail = _tail(n, len(tag.split()))
+        due = arrival_ns + srv.ttft
         if srv.itl <= 0:
-            loop.call_at(start + srv.ttft, self.burst, entry, n, tail)
+            _at(due, self.burst, entry, n, tail)
         else:
-            loop.call_at(start + srv.ttft, self.token, entry, 0, n, start + srv.ttft, tail)
+            _at(due, self.token, entry, 0, n, due, tail)
 
-    def token(self, entry: list[Any], i: int, n: int, due: float, tail: bytes) -> None:
+    def token(self, entry: list[Any], i: int, n: int, due: int, tail: bytes) -> None:
         t = self.transport
         if t is None or t.is_closing():
             return
@@ -137,7 +136,7 @@ class LeanProtocol(asyncio.Protocol):
         t.write(TOKEN if i < n - 1 else TOKEN + tail)
         if i + 1 < n:
             due += self.server.itl  # absolute schedule: lateness does not accumulate
-            asyncio.get_running_loop().call_at(due, self.token, entry, i + 1, n, due, tail)
+            _at(due, self.token, entry, i + 1, n, due, tail)
 
     def burst(self, entry: list[Any], n: int, tail: bytes) -> None:
         """ITL 0: every token as fast as the socket takes them (the client's ingest ceiling)."""
@@ -148,6 +147,22 @@ class LeanProtocol(asyncio.Protocol):
         t.write(TOKEN * (n - 1))
         entry[3] = perf_counter_ns()
         t.write(TOKEN + tail)
+
+
+def _at(due_ns: int, fn: Callable[..., None], *args: Any) -> None:
+    """fn(*args) at `due_ns` (perf_counter_ns), never before. The loops' clock is perf_counter's
+    (CLOCK_MONOTONIC, in seconds), but uvloop rounds a timer to whole milliseconds of a cached reading that
+    lags the real one, so a timer set for the instant itself fires up to a millisecond early (a 30 ms TTFT
+    was written after 29.46 ms): it is set half a millisecond late, and one that is early all the same is
+    set again."""
+    asyncio.get_running_loop().call_at(due_ns / 1e9 + 0.0005, _when_due, due_ns, fn, args)
+
+
+def _when_due(due_ns: int, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+    if perf_counter_ns() < due_ns:
+        asyncio.get_running_loop().call_later(0.001, _when_due, due_ns, fn, args)
+    else:
+        fn(*args)
 
 
 async def serve(host: str, port: int, ttft_ms: float, itl_ms: float, tokens: int) -> None:
