@@ -82,6 +82,11 @@ def test_without_a_timerfd_the_wait_yields_until_the_instant(run, monkeypatch):
             when = time.perf_counter_ns() + ahead
             await alarm.until(when)
             assert time.perf_counter_ns() >= when
+        s = LoopLagSampler(interval_s=0.002)  # on the loop's timer alone there
+        s.start(alarm)
+        while len(s.lags_ms) < 20:
+            await asyncio.sleep(0.01)
+        s.stop()
         alarm.close()
     run(main())
 

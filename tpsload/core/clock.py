@@ -105,7 +105,8 @@ class Alarm:
 
 
 class _Yielding(Alarm):
-    """Sleeps on the loop's timer until shortly before, then yields to the loop until the instant came."""
+    """Sleeps on the loop's timer until shortly before, then yields to the loop until the instant came;
+    with lead_ns=0, only the timer (as late, or as early, as it fires)."""
 
     precise = False
 
@@ -113,10 +114,11 @@ class _Yielding(Alarm):
         self._loop = loop
 
     async def until(self, when: int, lead_ns: int = LEAD_NS) -> None:
+        spin = SPIN_NS if lead_ns else 0
         delay = when - perf_counter_ns()
-        if delay > SPIN_NS:
-            await asyncio.sleep((delay - SPIN_NS) / 1e9)
-        while perf_counter_ns() < when:
+        if delay > spin:
+            await asyncio.sleep((delay - spin) / 1e9)
+        while spin and perf_counter_ns() < when:
             await asyncio.sleep(0)
 
     def close(self) -> None:

@@ -12,20 +12,19 @@ LAG_INTERVAL_S = 0.010
 
 
 class LoopLagSampler:
-    """Wakes every 10 ms and records how late the wake-up was: on the run's alarm (core.clock) where it is
-    precise, so that the lag is the loop's own (and an idle CPU's time to wake), not its timers' (uvloop's
-    are whole milliseconds: they read a loop with nothing to do as up to 1 ms early or late)."""
+    """Wakes every 10 ms and records how late the wake-up was, on the run's alarm (core.clock): where it is
+    precise, the lag is the loop's own (and an idle CPU's time to wake), not its timers' (uvloop's are whole
+    milliseconds: they read a loop with nothing to do as up to 1 ms early or late)."""
 
     def __init__(self, interval_s: float = LAG_INTERVAL_S) -> None:
         self.interval = interval_s
         self.lags_ms = array("d")  # 100 a second: 8 bytes each, not a float object
         self._task: asyncio.Task[None] | None = None
 
-    def start(self, alarm: Alarm | None = None) -> None:
-        run = self._precise(alarm) if alarm is not None and alarm.precise else self._run()
-        self._task = asyncio.get_running_loop().create_task(run)
+    def start(self, alarm: Alarm) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(alarm))
 
-    async def _precise(self, alarm: Alarm) -> None:
+    async def _run(self, alarm: Alarm) -> None:
         clock = time.perf_counter_ns
         step = round(self.interval * 1e9)
         append = self.lags_ms.append
@@ -33,15 +32,6 @@ class LoopLagSampler:
             due = clock() + step
             await alarm.until(due, lead_ns=0)  # no yielding to the loop before: 3 % of a core, for a sample
             append((clock() - due) / 1e6)
-
-    async def _run(self) -> None:
-        clock = time.perf_counter
-        interval = self.interval
-        append = self.lags_ms.append
-        while True:
-            t = clock()
-            await asyncio.sleep(interval)
-            append((clock() - t - interval) * 1e3)
 
     def stop(self) -> None:
         if self._task:
