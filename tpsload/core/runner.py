@@ -304,14 +304,12 @@ class Runner:
         try:
             await self.client.send(rec, self.workload.body(rec.index) if body is None else body)
             rec.t_done = perf_counter_ns()
-        except asyncio.CancelledError:
-            if rec.error_class is None:
-                rec.error_class = ErrorClass.CANCELLED
-                rec.error = st.stop_reason or "cancelled"
-            rec.t_done = perf_counter_ns()
-            self._account(rec, counted=False)
-            raise
-        except BaseException:  # an internal error: its record is filed, and the live view's in-flight count comes down
+        except BaseException as e:  # cancelled, or an internal error: filed, and out of the live view's in-flight
+            if isinstance(e, asyncio.CancelledError):
+                if rec.error_class is None:
+                    rec.error_class = ErrorClass.CANCELLED
+                    rec.error = st.stop_reason or "cancelled"
+                rec.t_done = perf_counter_ns()
             self._account(rec, counted=False)
             raise
         if defer and not rec.failed:
