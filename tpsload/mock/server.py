@@ -265,11 +265,11 @@ class MockServer:
             n, finish = 0, "stop"
         my_arrival = self.arrivals
         no_usage = cfg.no_usage or (cfg.imitate == "llama-cpp-python" and bool(body.get("stream")))
-        ttft, itl = (cfg.ttft_ms + cfg.prefill_ms_per_token * _prompt_tokens(body)) / 1e3, self._itl()
+        prompt = _prompt_tokens(body)
+        ttft, itl = (cfg.ttft_ms + cfg.prefill_ms_per_token * prompt) / 1e3, self._itl()
         rid = f"mock-{self.requests}"
         created = int(time.time())
-        usage: dict[str, Any] = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": n,
-                                 "total_tokens": _prompt_tokens(body) + n}
+        usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
         # reasoning is part of the reply's length, as on real servers: a tight max_tokens cuts the answer
         r = min(cfg.reasoning_tokens, n) if chat else 0
         if cfg.reasoning_tokens and chat and cfg.reasoning_usage:
