@@ -46,6 +46,10 @@ class Scenario:
     warmup: int = 0  # 0: cold, the first measured wave opens its connections
     apart: bool = False  # the server on a CPU of its own, the client on the others (app.target.split_cpus)
 
+    def cpus(self) -> tuple[set[int], set[int]] | None:
+        """(the server's CPUs, the client's) when `apart` and the machine has enough, else None."""
+        return split_cpus(self.workers) if self.apart else None
+
 
 # the prompt of request i: what the lean server names it by, so its log matches our records one to one
 REQUEST_ID = "tpsload-calibrate-{}"
@@ -60,7 +64,7 @@ def _child_cpu() -> float:
 
 def lean_server(sc: Scenario) -> MockProcess:
     """The scenario's lean server, to use as a context manager."""
-    cpus = split_cpus(sc.workers) if sc.apart else None
+    cpus = sc.cpus()
     return MockProcess(module="tpsload.mock.lean", ttft_ms=sc.ttft_ms, itl_ms=sc.itl_ms, tokens=sc.tokens,
                        cpus=cpus[0] if cpus else None)
 
@@ -85,7 +89,7 @@ def measure(sc: Scenario, base_url: str, log_url: str, extra: tuple[str, ...] = 
             argv += ["--workers", str(sc.workers)]
         if sc.warmup:
             argv += ["--warmup", str(sc.warmup)]
-        cpus = split_cpus(sc.workers) if sc.apart else None
+        cpus = sc.cpus()
         pin = (lambda: os.sched_setaffinity(0, cpus[1])) if cpus else None
         cpu0, t0 = _child_cpu(), time.perf_counter()
         p = subprocess.run(argv, capture_output=True, text=True, timeout=600, preexec_fn=pin)

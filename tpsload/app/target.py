@@ -59,16 +59,16 @@ def serving(cfg: RunConfig, mock: MockSettings) -> Iterator[Served]:
     if not cfg.target.mock:
         yield Served(cfg.target.base_url)
         return
-    cpus = apart(cfg)
+    server_cpus, client_cpus = apart(cfg) or (None, None)
     # with its own /metrics, so a first run shows the server's view beside ours
-    m = MockProcess(ttft_ms=mock.ttft_ms, itl_ms=mock.itl_ms, metrics=True, cpus=cpus[0] if cpus else None).start()
+    m = MockProcess(ttft_ms=mock.ttft_ms, itl_ms=mock.itl_ms, metrics=True, cpus=server_cpus).start()
     before = None
     try:
-        if cpus:
+        if client_cpus:
             before = os.sched_getaffinity(0)
-            os.sched_setaffinity(0, cpus[1])  # this thread, and the worker processes it starts
-        yield Served(m.base_url, {**mock.public(), "cpus": sorted(cpus[0]) if cpus else None,
-                                  "client_cpus": sorted(cpus[1]) if cpus else None})
+            os.sched_setaffinity(0, client_cpus)  # this thread, and the worker processes it starts
+        yield Served(m.base_url, {**mock.public(), "cpus": sorted(server_cpus) if server_cpus else None,
+                                  "client_cpus": sorted(client_cpus) if client_cpus else None})
     finally:
         if before is not None:
             os.sched_setaffinity(0, before)
